@@ -301,8 +301,9 @@ class OmniDRCAModel(OmniDRCAPreTrainedModel):
             inputs_embeds = inputs_embeds.masked_scatter(
                 slots[..., None].expand_as(inputs_embeds), audio.embeds[audio.mask].to(inputs_embeds.dtype)
             )
-        elif input_ids is not None and self.config.audio_token_id is not None and past_key_values is None:
-            if bool((input_ids == self.config.audio_token_id).any()):
+        elif input_ids is not None and self.config.audio_token_id is not None:
+            prefill = past_key_values is None or past_key_values.get_seq_length() == 0
+            if prefill and bool((input_ids == self.config.audio_token_id).any()):
                 raise ValueError(
                     "`input_ids` contain audio slots but no `input_features` were given. Pass the audio features "
                     "returned by the processor together with the ids."

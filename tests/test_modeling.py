@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from transformers import DynamicCache
 from modeling_omnidrca import OmniDRCAConfig, OmniDRCAForConditionalGeneration
 from modeling_omnidrca.streams import IGNORE_INDEX
 from omnidrca_tester import AUDIO_ID, OmniDRCAModelTester, mel_frames_to_groups
@@ -195,6 +196,8 @@ def test_error_audio_slots_do_not_match_audio():
         model(**{**inputs, "input_ids": ids})
     with pytest.raises(ValueError, match="no `input_features`"):
         model(input_ids=inputs["input_ids"])
+    with pytest.raises(ValueError, match="no `input_features`"):  # an empty cache is still a prefill
+        model(input_ids=inputs["input_ids"], past_key_values=DynamicCache(config=config.text_config), use_cache=True)
 
 
 def test_error_group_size_mismatch():
