@@ -6,34 +6,45 @@ with `save_pretrained` also carry the code (`auto_map`) for `trust_remote_code=T
 this package.
 """
 
-from transformers import AutoConfig, AutoModel, AutoModelForMultimodalLM
+from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, AutoModelForMultimodalLM, AutoProcessor
 
 from .compose import compose_from_backbones
 from .configuration_omnidrca import OmniDRCAConfig
+from .feature_extraction_omnidrca import OmniDRCAFeatureExtractor
 from .modeling_omnidrca import (
     OmniDRCAForConditionalGeneration,
     OmniDRCAModel,
     OmniDRCAOutput,
     OmniDRCAPreTrainedModel,
 )
+from .processing_omnidrca import OmniDRCAProcessor
 from .streams import AssistantStreams, build_assistant_streams
+from .tokenization import add_stream_special_tokens, train_text_tokenizer
 
 __version__ = "0.1.0"
 
 AutoConfig.register(OmniDRCAConfig.model_type, OmniDRCAConfig, exist_ok=True)
 AutoModel.register(OmniDRCAConfig, OmniDRCAForConditionalGeneration, exist_ok=True)
 AutoModelForMultimodalLM.register(OmniDRCAConfig, OmniDRCAForConditionalGeneration, exist_ok=True)
+AutoFeatureExtractor.register(OmniDRCAConfig, OmniDRCAFeatureExtractor, exist_ok=True)
+AutoProcessor.register(OmniDRCAConfig, OmniDRCAProcessor, exist_ok=True)
 # save_pretrained copies the code next to the weights and writes `auto_map` for trust_remote_code.
 OmniDRCAConfig.register_for_auto_class("AutoConfig")
 OmniDRCAForConditionalGeneration.register_for_auto_class("AutoModel")
+OmniDRCAFeatureExtractor.register_for_auto_class("AutoFeatureExtractor")
+OmniDRCAProcessor.register_for_auto_class("AutoProcessor")
 
 __all__ = [
     "AssistantStreams",
     "OmniDRCAConfig",
+    "OmniDRCAFeatureExtractor",
+    "OmniDRCAProcessor",
     "OmniDRCAForConditionalGeneration",
     "OmniDRCAModel",
     "OmniDRCAOutput",
     "OmniDRCAPreTrainedModel",
+    "add_stream_special_tokens",
     "build_assistant_streams",
     "compose_from_backbones",
+    "train_text_tokenizer",
 ]

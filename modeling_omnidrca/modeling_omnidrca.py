@@ -31,7 +31,7 @@ from transformers.modeling_outputs import ModelOutput
 from transformers.models.whisper.modeling_whisper import WhisperEncoder, sinusoids
 
 from .configuration_omnidrca import IMPLEMENTED_SPEECH_HEAD_TYPES, OmniDRCAConfig
-from .streams import IGNORE_INDEX, srh_previous_ids
+from .streams import IGNORE_INDEX, num_audio_groups, srh_previous_ids
 
 
 @dataclass
@@ -255,8 +255,7 @@ class OmniDRCAModel(OmniDRCAPreTrainedModel):
     @staticmethod
     def num_audio_tokens(num_mel_frames: int, group_size: int) -> int:
         """<|AUDIO|> slots one clip of `num_mel_frames` 100 Hz frames occupies: ceil(T25 / k)."""
-        t25 = ((num_mel_frames - 1) // 2 + 1) // 2
-        return math.ceil(t25 / group_size)
+        return num_audio_groups(num_mel_frames, group_size)
 
     def forward(
         self,

@@ -107,6 +107,14 @@ def build_assistant_streams(
     )
 
 
+def num_audio_groups(num_mel_frames: int, group_size: int) -> int:
+    """<|AUDIO|> slots of a user clip with `num_mel_frames` real 100 Hz frames: the encoder's stride-2
+    conv gives ceil(F / 2) frames at 50 Hz, pooling pairs gives T25 = that // 2, grouping gives
+    ceil(T25 / k)."""
+    t25 = ((num_mel_frames - 1) // 2 + 1) // 2
+    return -(-t25 // group_size)
+
+
 def srh_previous_ids(speech_ids: torch.LongTensor) -> torch.LongTensor:
     """Teacher-forcing inputs of the Speech Refined Head for the groups at rows 1..L-1.
 
@@ -122,4 +130,4 @@ def srh_previous_ids(speech_ids: torch.LongTensor) -> torch.LongTensor:
     return torch.cat([speech_ids[:, :-1, -1:], speech_ids[:, 1:, :-1]], dim=-1)  # (B, L-1, k)
 
 
-__all__ = ["IGNORE_INDEX", "AssistantStreams", "build_assistant_streams", "srh_previous_ids"]
+__all__ = ["IGNORE_INDEX", "AssistantStreams", "build_assistant_streams", "num_audio_groups", "srh_previous_ids"]
