@@ -8,6 +8,7 @@ this package.
 
 from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, AutoModelForMultimodalLM, AutoProcessor
 
+from .codec_omnidrca import OmniDRCASpeechCodec, OmniDRCASpeechCodecConfig
 from .compose import compose_from_backbones
 from .configuration_omnidrca import OmniDRCAConfig
 from .feature_extraction_omnidrca import OmniDRCAFeatureExtractor
@@ -25,6 +26,8 @@ __version__ = "0.1.0"
 
 AutoConfig.register(OmniDRCAConfig.model_type, OmniDRCAConfig, exist_ok=True)
 AutoModel.register(OmniDRCAConfig, OmniDRCAForConditionalGeneration, exist_ok=True)
+AutoConfig.register(OmniDRCASpeechCodecConfig.model_type, OmniDRCASpeechCodecConfig, exist_ok=True)
+AutoModel.register(OmniDRCASpeechCodecConfig, OmniDRCASpeechCodec, exist_ok=True)
 AutoModelForMultimodalLM.register(OmniDRCAConfig, OmniDRCAForConditionalGeneration, exist_ok=True)
 AutoFeatureExtractor.register(OmniDRCAConfig, OmniDRCAFeatureExtractor, exist_ok=True)
 AutoProcessor.register(OmniDRCAConfig, OmniDRCAProcessor, exist_ok=True)
@@ -39,6 +42,8 @@ __all__ = [
     "OmniDRCAConfig",
     "OmniDRCAFeatureExtractor",
     "OmniDRCAProcessor",
+    "OmniDRCASpeechCodec",
+    "OmniDRCASpeechCodecConfig",
     "OmniDRCAForConditionalGeneration",
     "OmniDRCAModel",
     "OmniDRCAOutput",

@@ -1,11 +1,11 @@
-"""Quickstart: load an OmniDRCA checkpoint, feed it speech, and show the dual-resolution streams.
+"""Quickstart: load an OmniDRCA checkpoint and its processor, ask a spoken question, and show the
+dual-resolution streams, the losses, generation and the speech codec.
 
     python -m modeling_omnidrca --model tests/fixtures/tiny-random-omnidrca
 
-Loads through `AutoModel(..., trust_remote_code=True)` as a Hub user would, turns a synthetic
-spoken-like signal into Whisper log-mel, lays out an assistant answer in parallel text/speech streams,
-and runs the training forward (all loss components) and greedy text generation. With the tiny random
-checkpoint the numbers are meaningless; the shapes and the flow are the point.
+Everything goes through the public path a Hub user takes: `AutoProcessor`/`AutoModel` with
+`trust_remote_code=True`, `apply_chat_template` on a user turn holding only audio, then the model.
+With the tiny random checkpoint the words and sounds are meaningless; shapes and flow are the point.
 """
 
 from __future__ import annotations
@@ -15,14 +15,11 @@ import time
 
 import numpy as np
 import torch
-from transformers import AutoModel, WhisperFeatureExtractor
-
-from .modeling_omnidrca import OmniDRCAModel
-from .streams import IGNORE_INDEX, build_assistant_streams
+from transformers import AutoModel, AutoProcessor
 
 
 def synthetic_speech(seconds: float, sampling_rate: int = 16000) -> np.ndarray:
-    """A voiced-sounding test signal (glottal-like harmonics with a moving formant), float32 in [-1, 1]."""
+    """A voiced-sounding test signal (harmonics under a moving formant), float32 in [-1, 1]."""
     t = np.arange(int(seconds * sampling_rate)) / sampling_rate
     f0 = 120 + 30 * np.sin(2 * np.pi * 0.7 * t)
     phase = 2 * np.pi * np.cumsum(f0) / sampling_rate
@@ -37,53 +34,52 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=2.0, help="length of the synthetic question")
     args = parser.parse_args()
 
+    processor = AutoProcessor.from_pretrained(args.model, trust_remote_code=True)
     model = AutoModel.from_pretrained(args.model, trust_remote_code=True).eval()
-    config = model.config
-    k = config.group_size
+    config, k = model.config, model.config.group_size
     parts = {
         "audio_tower": model.model.audio_tower, "audio grouper": model.model.multi_modal_projector,
         "speech group embedding": model.model.speech_embed, "language_model": model.model.language_model,
-        "lm_head": model.lm_head, "speech_head (SRH)": model.speech_head,
+        "lm_head": model.lm_head, "speech_head (SRH)": model.speech_head, "speech_codec (frozen)": model.speech_codec,
     }
     print(f"{type(model).__name__} from {args.model}: k={k}, speech delay={config.speech_delay} groups")
     for name, module in parts.items():
         print(f"  {name:24s} {sum(p.numel() for p in module.parameters()) / 1e6:8.3f} M params")
 
-    wave = synthetic_speech(args.seconds)
-    extractor = WhisperFeatureExtractor(feature_size=config.audio_config.num_mel_bins)
-    feats = extractor(wave, sampling_rate=16000, padding="longest", return_attention_mask=True, return_tensors="pt")
-    frames = feats.input_features.shape[-1]
-    slots = OmniDRCAModel.num_audio_tokens(frames, k)
+    question = synthetic_speech(args.seconds)
+    conversation = [{"role": "user", "content": [{"type": "audio", "audio": question, "sampling_rate": 16000}]}]
+    inputs = processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=True,
+                                           return_dict=True, return_tensors="pt")
+    frames = int(inputs["feature_attention_mask"].sum())
+    slots = int((inputs["input_ids"] == config.audio_token_id).sum())
     print(f"\nquestion: {args.seconds:.1f} s -> {frames} mel frames (100 Hz) -> {slots} LLM positions at {25 / k:g} Hz")
 
-    prompt = torch.tensor([[1] + [config.audio_token_id] * slots + [2]])
-    answer = build_assistant_streams([5, 6, 7], list(range(13)), config)  # 3 text tokens, 13 codes (0.52 s)
+    # A training example: the same question answered in text and speech (13 codes = 0.52 s).
+    example = {"messages": conversation, "answer_text": "seven plus twelve is nineteen",
+               "answer_codes": list(range(13)), "transcripts": ["what is seven plus twelve"]}
+    batch = processor.build_training_batch([example])
+    start = int(batch["labels"][0].ne(-100).nonzero()[0]) - 1  # the <|abos|> step
     print("\nassistant streams (row = one LLM step; speech shows the k codes of the group):")
-    for t in range(answer.input_ids.shape[0]):
-        print(f"  step {t}: text {answer.input_ids[t].item():4d}   speech {answer.speech_ids[t].tolist()}")
-
-    n = prompt.shape[1]
-    pad_group = torch.full((n, k), config.speech_pad_token_id)
-    batch = dict(
-        input_ids=torch.cat([prompt[0], answer.input_ids])[None],
-        speech_ids=torch.cat([pad_group, answer.speech_ids])[None],
-        labels=torch.cat([torch.full((n,), IGNORE_INDEX), answer.labels])[None],
-        speech_labels=torch.cat([torch.full((n, k), IGNORE_INDEX), answer.speech_labels])[None],
-        input_features=feats.input_features,
-        feature_attention_mask=feats.attention_mask,
-    )
+    for t in range(start, batch["input_ids"].shape[1]):
+        token = processor.tokenizer.convert_ids_to_tokens(int(batch["input_ids"][0, t]))
+        print(f"  step {t - start}: text {token!r:14s} speech {batch['speech_ids'][0, t].tolist()}")
     with torch.no_grad():
         out = model(**batch)
-    print(f"\ntraining forward: loss {out.loss:.3f} = text {out.text_loss:.3f} + "
-          f"{config.speech_loss_weight} x speech {out.speech_loss:.3f} (contrastive needs transcripts)")
+    print(f"\ntraining forward: loss {out.loss:.3f} = text {out.text_loss:.3f} + {config.speech_loss_weight} x speech "
+          f"{out.speech_loss:.3f} (+ {config.contrastive_weight} x contrastive {out.contrastive_loss:.3f}, "
+          "0 with a single clip: no negatives)")
 
-    start = time.perf_counter()
+    begin = time.perf_counter()
     with torch.no_grad():
-        generated = model.generate(input_ids=prompt, input_features=feats.input_features,
-                                   feature_attention_mask=feats.attention_mask, max_new_tokens=8, do_sample=False,
-                                   pad_token_id=0)
-    elapsed = time.perf_counter() - start
-    print(f"greedy text generation: {generated[0, n:].tolist()} in {elapsed * 1000:.0f} ms")
+        generated = model.generate(**inputs, max_new_tokens=8, do_sample=False,
+                                   pad_token_id=processor.tokenizer.pad_token_id)
+    elapsed = time.perf_counter() - begin
+    text = processor.batch_decode(generated[:, inputs["input_ids"].shape[1]:])[0]
+    print(f"greedy text generation (8 tokens, {elapsed * 1000:.0f} ms): {text!r}")
+
+    (wave,) = processor.decode_speech(batch["speech_ids"][:1], model.speech_codec)  # (1, L, k)
+    rate = model.speech_codec.config.sampling_rate
+    print(f"speech codec: 13 codes at 25 Hz -> {wave.shape[0]} samples = {wave.shape[0] / rate:.2f} s at {rate} Hz")
 
 
 if __name__ == "__main__":

@@ -7,8 +7,8 @@
     )
 
 Local folders and Hub ids both work (loading goes through `from_pretrained`). The text LM's decoder and
-head, the Whisper encoder and (optionally) a small LM's decoder layers for the SRH are copied in; the
-new parts (groupers, speech embeddings, SRH projections and head) start from the model's own init.
+head, the Whisper encoder, (optionally) a small LM's decoder layers for the SRH and a trained speech
+codec are copied in; the new parts (groupers, speech embeddings, SRH projections and head) start from the model's own init.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
+from .codec_omnidrca import OmniDRCASpeechCodec
 from .configuration_omnidrca import OmniDRCAConfig
 
 
@@ -24,6 +25,7 @@ def compose_from_backbones(
     audio_model: str,
     srh_model: str | None = None,
     *,
+    codec_model: str | None = None,
     vocab_size: int | None = None,
     dtype: torch.dtype | None = None,
     model_class: type | None = None,
@@ -38,6 +40,8 @@ def compose_from_backbones(
         srh_model: optional folder or Hub id of a small causal LM whose decoder layers initialise the
             Speech Refined Head (its token embeddings are not reused: the SRH's vocabulary is speech).
             Without it, pass `srh_config=` (a dict or config) or get the default 0.5B-sized SRH.
+        codec_model: optional folder or Hub id of a trained `OmniDRCASpeechCodec`; its config sets the
+            speech vocabulary. Without it, pass `codec_config=` or get an untrained default codec.
         vocab_size: grow the text embeddings and head to this size first, to make room for the
             stream-layout special tokens a tokenizer added (`len(tokenizer)`).
         dtype: dtype of the loaded weights and of the returned model (e.g. `torch.bfloat16` on GPU).
@@ -68,6 +72,13 @@ def compose_from_backbones(
         srh_lm = AutoModel.from_pretrained(srh_model, **load_kwargs)
         config_kwargs["srh_config"] = AutoConfig.from_pretrained(srh_model)
 
+    codec = None
+    if codec_model is not None:
+        if "codec_config" in config_kwargs:
+            raise ValueError("Pass either `codec_model` (weights and config) or `codec_config`, not both.")
+        codec = OmniDRCASpeechCodec.from_pretrained(codec_model)
+        config_kwargs["codec_config"] = codec.config
+
     config = OmniDRCAConfig(
         text_config=text_lm.config,
         audio_config=whisper.config,
@@ -91,6 +102,8 @@ def compose_from_backbones(
                 f"`srh_model` {srh_model!r} does not match the SRH decoder: missing {missing}, unexpected "
                 f"{unexpected}. Use a causal LM of the same family as `srh_config`."
             )
+    if codec is not None:
+        model.speech_codec.load_state_dict(codec.state_dict())
     if config.tie_word_embeddings:
         model.tie_weights()
     model.config.name_or_path = f"omnidrca({text_model}, {audio_model})"

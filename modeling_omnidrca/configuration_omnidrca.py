@@ -11,6 +11,8 @@ from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
+from .codec_omnidrca import OmniDRCASpeechCodecConfig
+
 SPEECH_HEAD_TYPES = ("srh", "diffusion")
 # Head types whose modules exist in this version of the package.
 IMPLEMENTED_SPEECH_HEAD_TYPES = ("srh",)
@@ -34,14 +36,18 @@ class OmniDRCAConfig(PreTrainedConfig):
             Config of the Speech Refined Head's small causal LM, which runs over the k full-rate positions of
             one group. Its `vocab_size` is forced to the speech vocabulary (codes + special tokens).
             Defaults to a Qwen2.5-0.5B-sized qwen2 config.
+        codec_config (`dict` or [`OmniDRCASpeechCodecConfig`], *optional*):
+            The speech codec (`model.speech_codec`): tokenizer and detokenizer of the assistant's speech. Its
+            codebook (`prod(fsq_levels)`) is the speech vocabulary. Defaults to 3^8 = 6561 codes at 25 Hz.
         group_size (`int`, *optional*, defaults to 5):
             k, the number of consecutive 25 Hz speech frames grouped into one LLM position (5 Hz for k=5).
             Applies to user speech (encoder frames) and to assistant speech (codec codes).
         speech_delay (`int`, *optional*, defaults to 2):
             How many LLM steps (groups) the assistant speech stream lags behind the text stream, so speech is
             always conditioned on text already written (2 groups = 0.4 s at k=5).
-        speech_vocab_size (`int`, *optional*, defaults to 6561):
-            Number of codec codes (3^8 like CosyVoice S3 tokens). Special speech tokens come after them.
+        speech_vocab_size (`int`, *optional*):
+            Number of codec codes; defaults to (and must equal) the codec's codebook size. Special speech
+            tokens come after them.
         speech_bos_token_id (`int`, *optional*):
             Speech-stream start token, fed while the speech stream waits out its delay.
             Defaults to `speech_vocab_size`.
@@ -126,6 +132,7 @@ class OmniDRCAConfig(PreTrainedConfig):
                 "max_source_positions": 1500,
             },
         ),
+        "codec_config": SubConfigSpec(config_class=OmniDRCASpeechCodecConfig),
         "srh_config": SubConfigSpec(
             config_class=AutoConfig,
             model_type="qwen2",
@@ -144,9 +151,10 @@ class OmniDRCAConfig(PreTrainedConfig):
     text_config: dict | PreTrainedConfig | None = None
     audio_config: dict | PreTrainedConfig | None = None
     srh_config: dict | PreTrainedConfig | None = None
+    codec_config: dict | PreTrainedConfig | None = None
     group_size: int = 5
     speech_delay: int = 2
-    speech_vocab_size: int = 6561
+    speech_vocab_size: int | None = None
     speech_bos_token_id: int | None = None
     speech_eos_token_id: int | None = None
     speech_pad_token_id: int | None = None
@@ -164,6 +172,15 @@ class OmniDRCAConfig(PreTrainedConfig):
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
+        codebook = self.codec_config.codebook_size
+        if self.speech_vocab_size is None:
+            self.speech_vocab_size = codebook
+        elif self.speech_vocab_size != codebook:
+            raise ValueError(
+                f"`speech_vocab_size`={self.speech_vocab_size} does not match the codec's codebook of {codebook} codes "
+                f"(fsq_levels {list(self.codec_config.fsq_levels)}). Leave speech_vocab_size unset, or choose "
+                "codec fsq_levels whose product is the vocabulary you want."
+            )
         if self.speech_bos_token_id is None:
             self.speech_bos_token_id = self.speech_vocab_size
         if self.speech_eos_token_id is None:

@@ -30,6 +30,7 @@ from transformers.cache_utils import Cache
 from transformers.modeling_outputs import ModelOutput
 from transformers.models.whisper.modeling_whisper import WhisperEncoder, sinusoids
 
+from .codec_omnidrca import OmniDRCASpeechCodec
 from .configuration_omnidrca import IMPLEMENTED_SPEECH_HEAD_TYPES, OmniDRCAConfig
 from .streams import IGNORE_INDEX, num_audio_groups, srh_previous_ids
 
@@ -337,7 +338,8 @@ class OmniDRCAModel(OmniDRCAPreTrainedModel):
 
 
 class OmniDRCAForConditionalGeneration(OmniDRCAPreTrainedModel, GenerationMixin):
-    """OmniDRCA with its heads: `lm_head` (text) and `speech_head` (the SRH), plus the contrastive
+    """OmniDRCA with its heads: `lm_head` (text) and `speech_head` (the SRH), the frozen `speech_codec`
+    that turns speech codes into waveforms (at `speech_codec.config.sampling_rate`), and the contrastive
     speech-text alignment loss. `model` is the [`OmniDRCAModel`] backbone (TRL/PEFT reach the LM
     through `model.language_model` and `lm_head`)."""
 
@@ -356,9 +358,18 @@ class OmniDRCAForConditionalGeneration(OmniDRCAPreTrainedModel, GenerationMixin)
         self.model = OmniDRCAModel(config)
         self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
         self.speech_head = OmniDRCASpeechRefinedHead(config)
+        # Speech tokenizer/detokenizer. Trained on its own (training/), then frozen: LM training must not
+        # move the code space its targets were computed in.
+        self.speech_codec = OmniDRCASpeechCodec(config.codec_config)
+        self.speech_codec.requires_grad_(False)
         # CLIP-style learnable temperature of the contrastive loss, stored as log(1 / T).
         self.contrastive_logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / config.contrastive_temperature)))
         self.post_init()
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.speech_codec.eval()  # frozen: no train-mode behaviour either
+        return self
 
     def get_input_embeddings(self) -> nn.Module:
         return self.model.get_input_embeddings()

@@ -60,6 +60,11 @@ class OmniDRCAModelTester:
                 model_type="qwen2", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
             ),
+            # 4·4·2 = 32 codes: a tiny codec whose codebook is the tiny speech vocabulary.
+            codec_config=dict(
+                fsq_levels=[4, 4, 2], encoder_hidden_size=16, encoder_layers=1, decoder_hidden_size=16,
+                decoder_layers=1,
+            ),
             group_size=self.group_size,
             speech_delay=self.speech_delay,
             speech_vocab_size=self.speech_vocab_size,
@@ -77,8 +82,9 @@ class OmniDRCAModelTester:
         k = config.group_size
         rows = []
         for frames, (n_text, n_codes) in zip(self.mel_frames, self.answer_lengths):
-            prompt = [1] + [AUDIO_ID] * mel_frames_to_groups(frames, k) + [2]
-            text = torch.randint(3, 90, (n_text,), generator=gen).tolist()
+            prompt = [1] + [config.audio_token_id] * mel_frames_to_groups(frames, k) + [2]
+            # Ids 10..89 avoid the special tokens of both the tiny config (92..95) and BPE tokenizers (0..8).
+            text = torch.randint(10, 90, (n_text,), generator=gen).tolist()
             codes = torch.randint(0, config.speech_vocab_size, (n_codes,), generator=gen).tolist() if speech else None
             turn = build_assistant_streams(text, codes, config)
             n = len(prompt)
@@ -109,7 +115,7 @@ class OmniDRCAModelTester:
             [(torch.arange(max_frames) < f).long() for f in self.mel_frames]
         )
         if transcripts:
-            batch["transcript_ids"] = torch.randint(3, 90, (self.batch_size, 7), generator=gen)
+            batch["transcript_ids"] = torch.randint(10, 90, (self.batch_size, 7), generator=gen)
             batch["transcript_attention_mask"] = torch.ones(self.batch_size, 7, dtype=torch.long)
             batch["transcript_attention_mask"][-1, 5:] = 0
         return batch

@@ -3,9 +3,12 @@
 import pytest
 import torch
 from modeling_omnidrca import OmniDRCAForConditionalGeneration, compose_from_backbones
+from modeling_omnidrca.codec_omnidrca import OmniDRCASpeechCodec, OmniDRCASpeechCodecConfig
 from omnidrca_tester import ABOS_ID, AEOS_ID, AUDIO_ID, TEXT_PAD_ID, OmniDRCAModelTester
 from transformers import Qwen2Config, Qwen2ForCausalLM, WhisperConfig, WhisperForConditionalGeneration
 
+TINY_CODEC = dict(fsq_levels=[4, 4, 2], encoder_hidden_size=16, encoder_layers=1, decoder_hidden_size=16,
+                  decoder_layers=1)
 SPECIAL = dict(audio_token_id=AUDIO_ID, assistant_bos_token_id=ABOS_ID, assistant_eos_token_id=AEOS_ID,
                text_pad_token_id=TEXT_PAD_ID)
 
@@ -32,15 +35,20 @@ def backbones(tmp_path_factory):
     whisper.save_pretrained(root / "whisper")
     srh = Qwen2ForCausalLM(qwen(vocab=50, hidden=16, tie=True))
     srh.save_pretrained(root / "srh")
-    return root, text, tied, whisper, srh
+    codec = OmniDRCASpeechCodec(OmniDRCASpeechCodecConfig(**TINY_CODEC))
+    codec.save_pretrained(root / "codec")
+    return root, text, tied, whisper, srh, codec
 
 
 def test_compose_copies_backbone_weights(backbones):
-    root, text, _, whisper, srh = backbones
+    root, text, _, whisper, srh, codec = backbones
     model = OmniDRCAForConditionalGeneration.from_backbones(
-        str(root / "text"), str(root / "whisper"), srh_model=str(root / "srh"), vocab_size=100,
-        speech_vocab_size=32, **SPECIAL,
+        str(root / "text"), str(root / "whisper"), srh_model=str(root / "srh"), codec_model=str(root / "codec"),
+        vocab_size=100, **SPECIAL,
     )
+    assert model.config.speech_vocab_size == 32
+    for name, tensor in codec.state_dict().items():
+        assert torch.equal(model.speech_codec.state_dict()[name], tensor), name
     assert model.config.text_config.vocab_size == 100 and model.config.srh_config.hidden_size == 16
     lm = model.model.language_model
     # Original rows are kept when the vocabulary grows for the special tokens.
@@ -63,9 +71,9 @@ def test_compose_copies_backbone_weights(backbones):
 
 
 def test_compose_keeps_tied_embeddings_and_dtype(backbones):
-    root, _, tied, _, _ = backbones
+    root, _, tied, _, _, _ = backbones
     model = compose_from_backbones(
-        str(root / "tied"), str(root / "whisper"), dtype=torch.bfloat16, speech_vocab_size=32,
+        str(root / "tied"), str(root / "whisper"), dtype=torch.bfloat16, codec_config=TINY_CODEC,
         srh_config=dict(model_type="qwen2", hidden_size=16, intermediate_size=32, num_hidden_layers=1,
                         num_attention_heads=2, num_key_value_heads=1),
         **SPECIAL,
@@ -79,7 +87,10 @@ def test_compose_keeps_tied_embeddings_and_dtype(backbones):
 def test_compose_errors(backbones):
     root = backbones[0]
     with pytest.raises(ValueError, match="Whisper checkpoint"):
-        compose_from_backbones(str(root / "text"), str(root / "text"), speech_vocab_size=32)
+        compose_from_backbones(str(root / "text"), str(root / "text"), codec_config=TINY_CODEC)
     with pytest.raises(ValueError, match="not both"):
         compose_from_backbones(str(root / "text"), str(root / "whisper"), srh_model=str(root / "srh"),
                                srh_config={"model_type": "qwen2"})
+    with pytest.raises(ValueError, match="not both"):
+        compose_from_backbones(str(root / "text"), str(root / "whisper"), codec_model=str(root / "codec"),
+                               codec_config=TINY_CODEC)

@@ -16,6 +16,9 @@ def test_defaults_describe_the_published_system():
     assert (config.speech_bos_token_id, config.speech_eos_token_id, config.speech_pad_token_id) == (6561, 6562, 6563)
     assert config.srh_config.vocab_size == config.speech_embed_vocab_size == 6564
     assert config.speech_head_type == "srh" and config.hidden_size == 3584
+    assert config.codec_config.codebook_size == 6561 and config.codec_config.sampling_rate == 16000
+    # The speech vocabulary follows the codec when not given.
+    assert OmniDRCAConfig(codec_config={"fsq_levels": [8, 5, 5, 5]}).speech_vocab_size == 1000
 
 
 def test_roundtrip_through_json(tmp_path):
@@ -29,8 +32,8 @@ def test_roundtrip_through_json(tmp_path):
 
 
 def test_srh_vocab_follows_the_speech_vocab_whatever_the_user_passes():
-    config = OmniDRCAModelTester(speech_vocab_size=40, srh_config={"model_type": "qwen2", "vocab_size": 5}).get_config()
-    assert config.srh_config.vocab_size == 43
+    config = OmniDRCAModelTester(srh_config={"model_type": "qwen2", "vocab_size": 5}).get_config()
+    assert config.srh_config.vocab_size == 32 + 3  # codes + bos/eos/pad
 
 
 def test_every_field_is_documented():

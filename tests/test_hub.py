@@ -17,7 +17,9 @@ from transformers import AutoConfig, AutoModel, AutoModelForMultimodalLM
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO / "tests" / "fixtures" / "tiny-random-omnidrca"
 GOLDEN = REPO / "tests" / "fixtures" / "tiny-random-omnidrca-golden.safetensors"
-PACKAGE_CODE = ("configuration_omnidrca.py", "modeling_omnidrca.py", "streams.py", "compose.py")
+MODEL_CODE = ("configuration_omnidrca.py", "modeling_omnidrca.py", "streams.py", "compose.py", "codec_omnidrca.py",
+              "audio_utils.py")
+PACKAGE_CODE = (*MODEL_CODE, "processing_omnidrca.py", "feature_extraction_omnidrca.py", "tokenization.py")
 
 
 def golden_inputs() -> dict:
@@ -35,7 +37,7 @@ def test_save_load_roundtrip_with_auto_classes(tmp_path):
 
     files = {p.name for p in tmp_path.iterdir()}
     assert "model.safetensors" in files and not any(f.endswith((".bin", ".pt", ".pth")) for f in files)
-    assert set(PACKAGE_CODE) <= files
+    assert set(MODEL_CODE) <= files
     auto_map = json.loads((tmp_path / "config.json").read_text())["auto_map"]
     assert set(auto_map) == {"AutoConfig", "AutoModel", "AutoModelForMultimodalLM"}
 
@@ -81,13 +83,24 @@ REMOTE_SCRIPT = textwrap.dedent(
             out = model(**inputs)
         outs[name + ".logits"] = out.logits
         outs[name + ".losses"] = torch.stack([out.loss, out.text_loss, out.speech_loss, out.contrastive_loss])
+    if len(sys.argv) > 4:  # a full checkpoint: processor too, and speech decoded by the model's codec
+        from transformers import AutoProcessor
+
+        proc = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
+        proc.check_model_compatibility(model.config)
+        codes = torch.arange(12)[None] % model.config.speech_vocab_size
+        (wave,) = proc.decode_speech(codes, model.speech_codec)
+        assert wave.shape == (12 * model.speech_codec.config.samples_per_code,), wave.shape
+        outs["prompt_ids"] = proc.apply_chat_template(
+            [{"role": "user", "content": "what is seven plus one"}], add_generation_prompt=True, tokenize=True,
+            return_dict=True, return_tensors="pt")["input_ids"]
     assert "modeling_omnidrca" not in sys.modules
     save_file({k: v.contiguous() for k, v in outs.items()}, out_file)
     """
 )
 
 
-def run_remote(folder: Path, inputs: dict, tmp_path: Path) -> dict:
+def run_remote(folder: Path, inputs: dict, tmp_path: Path, with_processor: bool = False) -> dict:
     """Load `folder` with trust_remote_code in a fresh process whose cwd is elsewhere and where the
     package cannot be imported; return its outputs on `inputs`."""
     (tmp_path / "remote.py").write_text(REMOTE_SCRIPT)
@@ -95,7 +108,8 @@ def run_remote(folder: Path, inputs: dict, tmp_path: Path) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"))
     proc = subprocess.run(
-        [sys.executable, "remote.py", str(folder), "inputs.safetensors", "out.safetensors"],
+        [sys.executable, "remote.py", str(folder), "inputs.safetensors", "out.safetensors"]
+        + (["with_processor"] if with_processor else []),
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -123,7 +137,9 @@ def test_trust_remote_code_roundtrip_in_fresh_process(tmp_path):
 
 def test_fixture_is_small_complete_and_carries_current_code():
     files = {p.name: p for p in FIXTURE.iterdir()}
-    assert {"config.json", "model.safetensors", "generation_config.json", *PACKAGE_CODE} <= set(files)
+    expected = {"config.json", "model.safetensors", "generation_config.json", "README.md", "processor_config.json",
+                "tokenizer.json", "tokenizer_config.json", "chat_template.jinja", *PACKAGE_CODE}
+    assert expected <= set(files)
     assert sum(p.stat().st_size for p in files.values()) < 5 * 2**20
     # Stale copied code would make trust_remote_code users run old code: regenerate with
     # `python tests/fixtures/make_tiny_random.py` after changing the package.
@@ -133,8 +149,14 @@ def test_fixture_is_small_complete_and_carries_current_code():
 
 def test_fixture_loads_with_trust_remote_code_and_matches_golden(tmp_path):
     golden = load_file(GOLDEN)
-    outs = run_remote(FIXTURE, golden_inputs(), tmp_path)
+    outs = run_remote(FIXTURE, golden_inputs(), tmp_path, with_processor=True)
     torch.testing.assert_close(outs["auto_model.logits"], golden["output.logits"], atol=1e-5, rtol=1e-5)
+    from modeling_omnidrca import OmniDRCAProcessor
+
+    local = OmniDRCAProcessor.from_pretrained(FIXTURE).apply_chat_template(
+        [{"role": "user", "content": "what is seven plus one"}], add_generation_prompt=True, tokenize=True,
+        return_dict=True, return_tensors="pt")["input_ids"]
+    assert torch.equal(outs["prompt_ids"], local)
     torch.testing.assert_close(outs["auto_model.losses"], golden["output.losses"], atol=1e-5, rtol=1e-5)
 
 

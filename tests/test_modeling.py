@@ -38,6 +38,9 @@ def test_forward_backward_all_components(k):
         grads = [p.grad for n, p in model.named_parameters() if n.startswith(prefix) and p.requires_grad]
         assert grads and all(g is not None for g in grads), prefix
         assert sum(g.abs().sum().item() for g in grads) > 0, prefix
+    # The codec is frozen and stays in eval mode while the rest trains.
+    assert not model.speech_codec.training
+    assert all(not p.requires_grad and p.grad is None for p in model.speech_codec.parameters())
 
 
 def test_loss_components_absent_without_their_labels():
@@ -240,7 +243,9 @@ def test_config_errors():
     with pytest.raises(ValueError, match="group_size"):
         OmniDRCAConfig(group_size=0)
     with pytest.raises(ValueError, match="collides with codec codes"):
-        OmniDRCAConfig(speech_vocab_size=100, speech_eos_token_id=5)
+        OmniDRCAConfig(codec_config={"fsq_levels": [5, 5, 4]}, speech_eos_token_id=5)
+    with pytest.raises(ValueError, match="does not match the codec's codebook of 100"):
+        OmniDRCAConfig(codec_config={"fsq_levels": [5, 5, 4]}, speech_vocab_size=64)
     with pytest.raises(ValueError, match="Whisper-style"):
         OmniDRCAConfig(audio_config={"model_type": "wav2vec2"})
     with pytest.raises(ValueError, match="outside the text vocabulary"):
