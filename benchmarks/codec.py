@@ -6,10 +6,9 @@ Weights are random (speed does not depend on them); reports medians over `--runs
 """
 
 import argparse
-import statistics
-import time
 
 import torch
+from feature_extraction import median_ms  # benchmarks/ is on sys.path when run as a script
 from modeling_omnidrca import OmniDRCASpeechCodec, OmniDRCASpeechCodecConfig
 
 CONFIGS = {
@@ -17,16 +16,6 @@ CONFIGS = {
     "default, griffin_lim vocoder": {"vocoder_type": "griffin_lim"},
     "demo size (3^8 codes)": dict(encoder_hidden_size=128, encoder_layers=1, decoder_hidden_size=256, decoder_layers=2),
 }
-
-
-def median_ms(fn, runs: int) -> float:
-    fn()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
 
 
 def main() -> None:

@@ -4,7 +4,6 @@ and the decode helpers that turn generated ids into text and waveforms."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 

@@ -4,10 +4,7 @@ Expectations come from outside the code under test where possible: transformers'
 (its numpy STFT path), analytic sines, and audio files written with soundfile.
 """
 
-import os
 import re
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
@@ -16,6 +13,7 @@ import soundfile as sf
 import torch
 from modeling_omnidrca.audio_utils import resample
 from modeling_omnidrca.feature_extraction_omnidrca import OmniDRCAFeatureExtractor
+from remote_code import run_without_package
 from transformers import WhisperFeatureExtractor
 
 SR = 16000
@@ -271,15 +269,8 @@ def test_save_pretrained_roundtrip(tmp_path):
 
 REMOTE_SCRIPT = textwrap.dedent(
     """
-    import importlib.abc, sys
+    import sys
     import numpy as np
-
-    class Block(importlib.abc.MetaPathFinder):  # the package must not be importable in this process
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] == "modeling_omnidrca":
-                raise ImportError("modeling_omnidrca is blocked in this process")
-
-    sys.meta_path.insert(0, Block())
     from transformers import AutoFeatureExtractor
 
     fe = AutoFeatureExtractor.from_pretrained(sys.argv[1], trust_remote_code=True)
@@ -299,12 +290,5 @@ def test_trust_remote_code_loads_without_the_package(tmp_path):
     assert {"feature_extraction_omnidrca.py", "audio_utils.py"} <= {p.name for p in saved.iterdir()}
     wave = noise(1.0, 48000)
     np.save(tmp_path / "wave.npy", wave)
-    (tmp_path / "remote.py").write_text(REMOTE_SCRIPT)
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"))
-    proc = subprocess.run(
-        [sys.executable, "remote.py", str(saved), "wave.npy", "out.npy"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_without_package(REMOTE_SCRIPT, [saved, "wave.npy", "out.npy"], tmp_path)
     np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), features(fe, wave, sampling_rate=48000))

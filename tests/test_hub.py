@@ -2,15 +2,13 @@
 
 import filecmp
 import json
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import torch
 from modeling_omnidrca import OmniDRCAForConditionalGeneration
 from omnidrca_tester import OmniDRCAModelTester
+from remote_code import run_without_package
 from safetensors.torch import load_file, save_file
 from transformers import AutoConfig, AutoModel, AutoModelForMultimodalLM
 
@@ -58,15 +56,8 @@ def test_save_load_roundtrip_with_auto_classes(tmp_path):
 
 REMOTE_SCRIPT = textwrap.dedent(
     """
-    import importlib.abc, sys, torch
+    import sys, torch
     from safetensors.torch import load_file, save_file
-
-    class Block(importlib.abc.MetaPathFinder):  # the package must not be importable in this process
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] == "modeling_omnidrca":
-                raise ImportError("modeling_omnidrca is blocked in this process")
-
-    sys.meta_path.insert(0, Block())
     from transformers import AutoConfig, AutoModel, AutoModelForMultimodalLM
 
     folder, inputs_file, out_file = sys.argv[1:4]
@@ -101,18 +92,10 @@ REMOTE_SCRIPT = textwrap.dedent(
 
 
 def run_remote(folder: Path, inputs: dict, tmp_path: Path, with_processor: bool = False) -> dict:
-    """Load `folder` with trust_remote_code in a fresh process whose cwd is elsewhere and where the
-    package cannot be imported; return its outputs on `inputs`."""
-    (tmp_path / "remote.py").write_text(REMOTE_SCRIPT)
+    """Load `folder` with trust_remote_code where the package can't be imported; its outputs on `inputs`."""
     save_file({k: v.contiguous() for k, v in inputs.items()}, tmp_path / "inputs.safetensors")
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"))
-    proc = subprocess.run(
-        [sys.executable, "remote.py", str(folder), "inputs.safetensors", "out.safetensors"]
-        + (["with_processor"] if with_processor else []),
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    args = [folder, "inputs.safetensors", "out.safetensors"] + (["with_processor"] if with_processor else [])
+    run_without_package(REMOTE_SCRIPT, args, tmp_path)
     return load_file(tmp_path / "out.safetensors")
 
 

@@ -1,8 +1,6 @@
 """The processor: chat template with audio, slot expansion, the training builder, decode helpers, Hub round trip."""
 
 import os
-import subprocess
-import sys
 import textwrap
 from types import SimpleNamespace
 
@@ -15,7 +13,8 @@ from modeling_omnidrca.feature_extraction_omnidrca import OmniDRCAFeatureExtract
 from modeling_omnidrca.processing_omnidrca import OmniDRCAProcessor
 from modeling_omnidrca.tokenization import stream_token_ids, train_text_tokenizer
 from omnidrca_tester import OmniDRCAModelTester
-from safetensors.torch import load_file, save_file
+from remote_code import run_without_package
+from safetensors.torch import load_file
 
 CORPUS = ["what is seven plus twelve", "seven plus twelve is nineteen", "the capital of france is paris",
           "You are a helpful voice assistant. Answer briefly.", "repeat after me"] * 20
@@ -187,15 +186,8 @@ def test_model_compatibility_check(tokenizer):
 
 REMOTE = textwrap.dedent(
     """
-    import importlib.abc, sys, numpy as np, torch
+    import sys, numpy as np, torch
     from safetensors.torch import save_file
-
-    class Block(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] == "modeling_omnidrca":
-                raise ImportError("blocked")
-
-    sys.meta_path.insert(0, Block())
     from transformers import AutoFeatureExtractor, AutoProcessor
 
     folder = sys.argv[1]
@@ -222,12 +214,7 @@ def test_processor_roundtrip_with_trust_remote_code(tokenizer, tmp_path):
     # In-process reload keeps the stream settings.
     reloaded = OmniDRCAProcessor.from_pretrained(tmp_path / "proc")
     assert (reloaded.group_size, reloaded.speech_delay, reloaded.speech_vocab_size) == (5, 3, 32)
-    (tmp_path / "remote.py").write_text(REMOTE)
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"))
-    proc_run = subprocess.run([sys.executable, "remote.py", str(tmp_path / "proc")], cwd=tmp_path, env=env,
-                              capture_output=True, text=True, timeout=300)
-    assert proc_run.returncode == 0, proc_run.stderr[-3000:]
+    run_without_package(REMOTE, [tmp_path / "proc"], tmp_path)
     out = load_file(tmp_path / "out.safetensors")
     for key in expected:
         torch.testing.assert_close(out[key], expected[key].to(out[key].dtype))
