@@ -12,12 +12,11 @@ from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
 from .codec_omnidrca import OmniDRCASpeechCodecConfig
+from .streams import speech_special_ids
 
 SPEECH_HEAD_TYPES = ("srh", "diffusion")
 # Head types whose modules exist in this version of the package.
 IMPLEMENTED_SPEECH_HEAD_TYPES = ("srh",)
-# Special speech tokens appended after the codec's codes, in this order, when their ids are not given.
-NUM_SPEECH_SPECIAL_TOKENS = 3  # bos, eos, pad
 
 
 @strict
@@ -181,12 +180,9 @@ class OmniDRCAConfig(PreTrainedConfig):
                 f"(fsq_levels {list(self.codec_config.fsq_levels)}). Leave speech_vocab_size unset, or choose "
                 "codec fsq_levels whose product is the vocabulary you want."
             )
-        if self.speech_bos_token_id is None:
-            self.speech_bos_token_id = self.speech_vocab_size
-        if self.speech_eos_token_id is None:
-            self.speech_eos_token_id = self.speech_vocab_size + 1
-        if self.speech_pad_token_id is None:
-            self.speech_pad_token_id = self.speech_vocab_size + 2
+        self.speech_bos_token_id, self.speech_eos_token_id, self.speech_pad_token_id = speech_special_ids(
+            self.speech_vocab_size, self.speech_bos_token_id, self.speech_eos_token_id, self.speech_pad_token_id
+        )
         if self.tie_word_embeddings is None:
             self.tie_word_embeddings = bool(getattr(self.text_config, "tie_word_embeddings", False))
         # The SRH's token embedding *is* the speech vocabulary: keep them in sync whatever the user passed.

@@ -32,7 +32,7 @@ from transformers.models.whisper.modeling_whisper import WhisperEncoder, sinusoi
 
 from .codec_omnidrca import OmniDRCASpeechCodec
 from .configuration_omnidrca import IMPLEMENTED_SPEECH_HEAD_TYPES, OmniDRCAConfig
-from .streams import IGNORE_INDEX, num_audio_groups, srh_previous_ids
+from .streams import IGNORE_INDEX, srh_previous_ids
 
 
 @dataclass
@@ -252,11 +252,6 @@ class OmniDRCAModel(OmniDRCAPreTrainedModel):
         groups = torch.div(len25 + self.config.group_size - 1, self.config.group_size, rounding_mode="floor")
         mask = torch.arange(embeds.shape[1], device=x.device) < groups[:, None]  # (N, G_max)
         return OmniDRCAAudioFeatures(embeds=embeds * mask[..., None], mask=mask)
-
-    @staticmethod
-    def num_audio_tokens(num_mel_frames: int, group_size: int) -> int:
-        """<|AUDIO|> slots one clip of `num_mel_frames` 100 Hz frames occupies: ceil(T25 / k)."""
-        return num_audio_groups(num_mel_frames, group_size)
 
     def forward(
         self,

@@ -12,7 +12,7 @@ import torch
 from transformers import BatchFeature, ProcessorMixin
 
 from .feature_extraction_omnidrca import OmniDRCAFeatureExtractor
-from .streams import IGNORE_INDEX, build_assistant_streams, num_audio_groups
+from .streams import IGNORE_INDEX, build_assistant_streams, num_audio_groups, speech_special_ids
 from .tokenization import STREAM_SPECIAL_TOKENS, stream_token_ids
 
 DEFAULT_SYSTEM_PROMPT = "You are a helpful voice assistant. Answer briefly."
@@ -72,9 +72,9 @@ class OmniDRCAProcessor(ProcessorMixin):
         self.group_size = group_size
         self.speech_delay = speech_delay
         self.speech_vocab_size = speech_vocab_size
-        self.speech_bos_token_id = speech_vocab_size if speech_bos_token_id is None else speech_bos_token_id
-        self.speech_eos_token_id = speech_vocab_size + 1 if speech_eos_token_id is None else speech_eos_token_id
-        self.speech_pad_token_id = speech_vocab_size + 2 if speech_pad_token_id is None else speech_pad_token_id
+        self.speech_bos_token_id, self.speech_eos_token_id, self.speech_pad_token_id = speech_special_ids(
+            speech_vocab_size, speech_bos_token_id, speech_eos_token_id, speech_pad_token_id
+        )
         self.default_system_prompt = default_system_prompt
         for name, token in STREAM_SPECIAL_TOKENS.items():
             setattr(self, name, token)

@@ -107,6 +107,17 @@ def build_assistant_streams(
     )
 
 
+def speech_special_ids(
+    speech_vocab_size: int, bos: int | None = None, eos: int | None = None, pad: int | None = None
+) -> tuple[int, int, int]:
+    """The speech stream's (bos, eos, pad) ids; those not given follow the codec's codes in that order."""
+    return (
+        speech_vocab_size if bos is None else bos,
+        speech_vocab_size + 1 if eos is None else eos,
+        speech_vocab_size + 2 if pad is None else pad,
+    )
+
+
 def num_audio_groups(num_mel_frames: int, group_size: int) -> int:
     """<|AUDIO|> slots of a user clip with `num_mel_frames` real 100 Hz frames: the encoder's stride-2
     conv gives ceil(F / 2) frames at 50 Hz, pooling pairs gives T25 = that // 2, grouping gives
@@ -130,4 +141,4 @@ def srh_previous_ids(speech_ids: torch.LongTensor) -> torch.LongTensor:
     return torch.cat([speech_ids[:, :-1, -1:], speech_ids[:, 1:, :-1]], dim=-1)  # (B, L-1, k)
 
 
-__all__ = ["IGNORE_INDEX", "AssistantStreams", "build_assistant_streams", "num_audio_groups", "srh_previous_ids"]
+__all__ = ["IGNORE_INDEX", "AssistantStreams", "build_assistant_streams", "num_audio_groups", "speech_special_ids", "srh_previous_ids"]
