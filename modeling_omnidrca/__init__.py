@@ -12,6 +12,7 @@ from .codec_omnidrca import OmniDRCASpeechCodec, OmniDRCASpeechCodecConfig
 from .compose import compose_from_backbones
 from .configuration_omnidrca import OmniDRCAConfig
 from .feature_extraction_omnidrca import OmniDRCAFeatureExtractor
+from .generation_omnidrca import IncrementalSpeechDecoder, OmniDRCAGenerateOutput, OmniDRCAStreamer, StreamPiece
 from .modeling_omnidrca import (
     OmniDRCAForConditionalGeneration,
     OmniDRCAModel,
@@ -40,7 +41,11 @@ OmniDRCAProcessor.register_for_auto_class("AutoProcessor")
 __all__ = [
     "AssistantStreams",
     "OmniDRCAConfig",
+    "IncrementalSpeechDecoder",
     "OmniDRCAFeatureExtractor",
+    "OmniDRCAGenerateOutput",
+    "OmniDRCAStreamer",
+    "StreamPiece",
     "OmniDRCAProcessor",
     "OmniDRCASpeechCodec",
     "OmniDRCASpeechCodecConfig",

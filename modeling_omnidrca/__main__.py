@@ -69,13 +69,16 @@ def main() -> None:
           f"{out.speech_loss:.3f} (+ {config.contrastive_weight} x contrastive {out.contrastive_loss:.3f}, "
           "0 with a single clip: no negatives)")
 
+    # The public path: the user turn above, answered in text and speech in one parallel pass.
     begin = time.perf_counter()
-    with torch.no_grad():
-        generated = model.generate(**inputs, max_new_tokens=8, do_sample=False,
-                                   pad_token_id=processor.tokenizer.pad_token_id)
+    generated = model.generate(**inputs, generation_mode="audio", max_new_tokens=12, do_sample=False)
     elapsed = time.perf_counter() - begin
-    text = processor.batch_decode(generated[:, inputs["input_ids"].shape[1]:])[0]
-    print(f"greedy text generation (8 tokens, {elapsed * 1000:.0f} ms): {text!r}")
+    (text,) = processor.post_process_multimodal_output(generated, generation_mode="text")
+    (answer_wave,) = processor.post_process_multimodal_output(generated, generation_mode="audio")
+    steps = generated.sequences.shape[1] - inputs["input_ids"].shape[1]
+    print(f"greedy text+speech generation ({steps} steps, {elapsed * 1000:.0f} ms): text {text!r}, "
+          f"speech {int(generated.speech_lengths[0])} codes -> {answer_wave.shape[0]} samples "
+          "(random weights: expect noise)")
 
     (wave,) = processor.decode_speech(batch["speech_ids"][:1], model.speech_codec)  # (1, L, k)
     rate = model.speech_codec.config.sampling_rate

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoModel, GenerationMixin, PreTrainedModel
+from transformers import AutoModel, PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache
@@ -32,6 +32,7 @@ from transformers.models.whisper.modeling_whisper import WhisperEncoder, sinusoi
 
 from .codec_omnidrca import OmniDRCASpeechCodec
 from .configuration_omnidrca import IMPLEMENTED_SPEECH_HEAD_TYPES, OmniDRCAConfig
+from .generation_omnidrca import OmniDRCAGenerationMixin
 from .streams import IGNORE_INDEX, srh_previous_ids
 
 
@@ -332,7 +333,7 @@ class OmniDRCAModel(OmniDRCAPreTrainedModel):
         )
 
 
-class OmniDRCAForConditionalGeneration(OmniDRCAPreTrainedModel, GenerationMixin):
+class OmniDRCAForConditionalGeneration(OmniDRCAPreTrainedModel, OmniDRCAGenerationMixin):
     """OmniDRCA with its heads: `lm_head` (text) and `speech_head` (the SRH), the frozen `speech_codec`
     that turns speech codes into waveforms (at `speech_codec.config.sampling_rate`), and the contrastive
     speech-text alignment loss. `model` is the [`OmniDRCAModel`] backbone (TRL/PEFT reach the LM

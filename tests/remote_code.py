@@ -21,11 +21,13 @@ BLOCK_PACKAGE = textwrap.dedent(
 )
 
 
-def run_without_package(script: str, args: list[str], workdir: Path) -> None:
-    """Run `script` (with `args` as sys.argv[1:]) in `workdir`; fail the test with its stderr if it fails."""
+def run_without_package(script: str, args: list[str], workdir: Path) -> str:
+    """Run `script` (with `args` as sys.argv[1:]) in `workdir`; fail the test with its stderr if it fails.
+    Returns its stdout."""
     (workdir / "remote.py").write_text(BLOCK_PACKAGE + textwrap.dedent(script))
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(workdir / "modules"))
     proc = subprocess.run([sys.executable, "remote.py", *map(str, args)], cwd=workdir, env=env,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout

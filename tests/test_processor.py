@@ -76,9 +76,12 @@ def test_audio_slots_expand_to_grouped_length_and_feed_the_model(tokenizer, k):
     assert inputs["input_features"].shape == (1, 80, 200)
     with torch.no_grad():
         out = model(**inputs)
-        generated = model.generate(**inputs, max_new_tokens=3, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+        generated = model.generate(**inputs, generation_mode="audio", max_new_tokens=3)
     assert out.logits.shape[1] == inputs["input_ids"].shape[1]
-    assert generated.shape[1] == inputs["input_ids"].shape[1] + 3
+    prompt_length = inputs["input_ids"].shape[1]
+    assert torch.equal(generated.sequences[:, :prompt_length], inputs["input_ids"])
+    assert generated.sequences[0, prompt_length] == proc.tokenizer.convert_tokens_to_ids("<|abos|>")
+    assert generated.speech_ids.shape == (1, (3 - 2) * k)
 
 
 def test_batched_conversations_file_and_array_and_rates(tokenizer, tmp_path):
