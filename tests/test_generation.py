@@ -160,8 +160,9 @@ def test_greedy_is_deterministic_and_seeded_sampling_reproduces():
                        sampled[0].speech_ids)
 
 
-def test_left_padded_batch_equals_each_row_alone():
-    config, model = build()
+@pytest.mark.parametrize("k", [1, 5])
+def test_left_padded_batch_equals_each_row_alone(k):
+    config, model = build(k=k)
     frames = (300, 175)
     batch = prompts(config, frames)
     kw = dict(generation_mode="audio", max_new_tokens=12)
@@ -183,9 +184,10 @@ def test_left_padded_batch_equals_each_row_alone():
         torch.testing.assert_close(together.waveform[i, :samples], alone.waveform[0, :samples], atol=1e-5, rtol=1e-4)
 
 
-def test_kv_cached_decoding_equals_the_uncached_forward():
+@pytest.mark.parametrize("k", [1, 5])
+def test_kv_cached_decoding_equals_the_uncached_forward(k):
     """Logits of every generated step equal one full teacher-forced forward over the produced streams."""
-    config, model = build()
+    config, model = build(k=k)
     batch = prompts(config, (300, 175))
     out = model.generate(**batch, generation_mode="audio", max_new_tokens=9, output_logits=True, **controls(config))
     k, d, steps = config.group_size, config.speech_delay, out.logits.shape[1]
