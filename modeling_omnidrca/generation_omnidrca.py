@@ -126,25 +126,7 @@ class OmniDRCAGenerationMixin(GenerationMixin):
         input_features: torch.FloatTensor | None = None,
         feature_attention_mask: torch.Tensor | None = None,
         generation_mode: str = "text",
-        max_new_tokens: int | None = None,
-        do_sample: bool | None = None,
-        temperature: float | None = None,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        repetition_penalty: float | None = None,
-        speech_do_sample: bool | None = None,
-        speech_temperature: float | None = None,
-        speech_top_k: int | None = None,
-        speech_top_p: float | None = None,
-        speech_repetition_penalty: float | None = None,
-        seed: int | None = None,
-        generator: torch.Generator | None = None,
-        return_waveform: bool | None = None,
-        output_logits: bool | None = None,
-        logits_processor: Iterable | None = None,
-        speech_logits_processor: Iterable | None = None,
         streamer: Any = None,
-        generation_config: GenerationConfig | None = None,
         **kwargs,
     ) -> OmniDRCAGenerateOutput:
         r"""Answer a prompt in text (`generation_mode="text"`) or in text and speech (`"audio"`).
@@ -176,40 +158,27 @@ class OmniDRCAGenerationMixin(GenerationMixin):
             input_features=input_features,
             feature_attention_mask=feature_attention_mask,
             generation_mode=generation_mode,
-            max_new_tokens=max_new_tokens,
-            do_sample=do_sample,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            repetition_penalty=repetition_penalty,
-            speech_do_sample=speech_do_sample,
-            speech_temperature=speech_temperature,
-            speech_top_k=speech_top_k,
-            speech_top_p=speech_top_p,
-            speech_repetition_penalty=speech_repetition_penalty,
-            seed=seed,
-            generator=generator,
-            return_waveform=return_waveform,
-            output_logits=output_logits,
-            logits_processor=logits_processor,
-            speech_logits_processor=speech_logits_processor,
-            generation_config=generation_config,
             **kwargs,
         )
         is_ours = hasattr(streamer, "put_step")
         try:
-            if streamer is not None and not is_ours:
-                if input_ids.shape[0] != 1:
-                    raise ValueError("transformers' text streamers handle batch size 1; pass one conversation.")
-                streamer.put(input_ids.cpu())
             while True:
                 try:
                     step = next(steps)
                 except StopIteration as stop:
                     output = stop.value
                     break
-                if streamer is not None:
-                    streamer.put_step(step) if is_ours else streamer.put(step.text_ids.cpu())
+                if streamer is None:
+                    continue
+                if is_ours:
+                    streamer.put_step(step)
+                    continue
+                if step.text_ids.shape[0] != 1:
+                    raise ValueError("transformers' text streamers handle batch size 1; pass one conversation.")
+                if input_ids is not None:  # the prompt first, as transformers' streamers expect
+                    streamer.put(input_ids.cpu())
+                    input_ids = None
+                streamer.put(step.text_ids.cpu())
         except BaseException as error:
             if streamer is not None and hasattr(streamer, "put_error"):
                 streamer.put_error(error)
@@ -226,7 +195,8 @@ class OmniDRCAGenerationMixin(GenerationMixin):
         Gradio generator function can loop over it and yield what it accumulates.
         """
         streamer = OmniDRCAStreamer(processor, codec=self.speech_codec, chunk_steps=chunk_steps)
-        steps = self._generate_steps(return_waveform=False, **kwargs)
+        kwargs.pop("streamer", None)
+        steps = self._generate_steps(**{**kwargs, "return_waveform": False})
         for step in steps:
             streamer.put_step(step)
             yield from streamer.drain()
