@@ -1,0 +1,1 @@
+"""Data pipelines: corpora -> training-ready `datasets` (run from a checkout: `python -m processing.<module>`)."""

@@ -1,0 +1,120 @@
+"""Supervised training of OmniDRCA through TRL's `SFTTrainer`, optimising the model's *full* loss.
+
+TRL 1.16's `SFTTrainer.compute_loss` replaces the model's loss with a fused text-only LM-head loss, which
+would silently drop the speech (SRH) and contrastive terms. `OmniDRCASFTTrainer` computes the loss with
+the model's own forward (text + speech_loss_weight·speech + contrastive_weight·contrastive) and logs each
+component next to TRL's usual metrics.
+
+Rows come in the `processing.schema` format; speech answers need their codec codes cached first
+(`processing.cache.add_answer_codes`). `OmniDRCACollator` turns rows into parallel-stream batches with the
+processor's `build_training_batch`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from trl import SFTConfig, SFTTrainer
+
+from processing.schema import SAMPLING_RATE, SPEECH_ANSWER_TASKS, to_float
+
+LOSS_COMPONENTS = ("text_loss", "speech_loss", "contrastive_loss")
+
+
+def row_to_example(row: dict) -> dict:
+    """One `processing.schema` row -> an example for `OmniDRCAProcessor.build_training_batch`."""
+    spoken = len(row["question_audio"]) > 0
+    if spoken:
+        user = [{"type": "audio", "audio": to_float(row["question_audio"]), "sampling_rate": SAMPLING_RATE}]
+    else:
+        user = row["question_text"]
+    codes = None
+    if row["task"] in SPEECH_ANSWER_TASKS:
+        codes = row.get("answer_codes")
+        if codes is None:
+            raise ValueError(
+                f"Row {row.get('id')!r} ({row['task']}) answers in speech but has no `answer_codes`. Cache the codes "
+                "of the answer audio first: `processing.cache.add_answer_codes(dataset, model.speech_codec)`."
+            )
+    return {
+        "messages": [{"role": "system", "content": row["system_prompt"]}, {"role": "user", "content": user}],
+        "answer_text": row["answer_text"],
+        "answer_codes": None if codes is None else list(codes),
+        "transcripts": [row["question_text"]] if spoken else None,
+    }
+
+
+class OmniDRCACollator:
+    """Rows -> one right-padded parallel-stream batch (text, speech, user audio, transcripts)."""
+
+    def __init__(self, processor):
+        self.processor = processor
+
+    def __call__(self, rows: Sequence[dict]) -> dict[str, torch.Tensor]:
+        return dict(self.processor.build_training_batch([row_to_example(r) for r in rows]))
+
+
+class OmniDRCASFTTrainer(SFTTrainer):
+    """`SFTTrainer` that optimises and logs OmniDRCA's full multi-part loss."""
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        mode = "train" if self.model.training else "eval"
+        outputs = model(**inputs, use_cache=False)
+        for name in LOSS_COMPONENTS:
+            value = getattr(outputs, name)
+            if value is not None:
+                value = self.accelerator.gather_for_metrics(value.detach()).float().mean().item()
+                self._metrics[mode][name].append(value)
+        if mode == "train" and "attention_mask" in inputs:
+            tokens = self.accelerator.gather_for_metrics(inputs["attention_mask"].sum()).sum().item()
+            self._total_train_tokens += tokens
+            self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
+        return (outputs.loss, outputs) if return_outputs else outputs.loss
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad(), self.compute_loss_context_manager():
+            loss = self.compute_loss(model, inputs)
+        return loss.detach(), None, None
+
+
+def sft_config(output_dir: str, **overrides: Any) -> SFTConfig:
+    """An `SFTConfig` with what the parallel-stream batches need: the collator builds the batch (no TRL
+    dataset preparation, keep every column), and the multi-part loss is not rescaled by token counts.
+
+    TRL defaults to bf16 autocast and activation checkpointing; both only pay off on GPUs (on a CPU, bf16
+    autocast is slow and inexact, and there is no memory pressure), so they follow the hardware here.
+    """
+    gpu = torch.cuda.is_available()
+    defaults = dict(
+        bf16=gpu and torch.cuda.is_bf16_supported(),
+        gradient_checkpointing=gpu,
+        output_dir=output_dir,
+        remove_unused_columns=False,
+        dataset_kwargs={"skip_prepare_dataset": True},
+        average_tokens_across_devices=False,
+        report_to=[],
+    )
+    return SFTConfig(**{**defaults, **overrides})
+
+
+def build_trainer(model, processor, train_dataset, args: SFTConfig, eval_dataset=None, peft_config=None,
+                  callbacks=None) -> OmniDRCASFTTrainer:
+    """The project's trainer: TRL `SFTTrainer` + the stream collator + the full loss (+ LoRA via `peft_config`)."""
+    if len(train_dataset) == 0:
+        raise ValueError("The training dataset is empty: nothing to train on. Check the corpus path and its filters.")
+    return OmniDRCASFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        processing_class=processor.tokenizer,
+        data_collator=OmniDRCACollator(processor),
+        peft_config=peft_config,
+        callbacks=callbacks,
+    )
+
+
+__all__ = ["LOSS_COMPONENTS", "OmniDRCACollator", "OmniDRCASFTTrainer", "build_trainer", "row_to_example", "sft_config"]
