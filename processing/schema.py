@@ -44,8 +44,8 @@ FEATURES = Features(
 
 
 def to_int16(wave: np.ndarray) -> np.ndarray:
-    """float audio in [-1, 1] -> int16 PCM (clipped)."""
-    return (np.clip(np.asarray(wave, dtype=np.float32), -1.0, 1.0) * 32767.0).round().astype(np.int16)
+    """float audio in [-1, 1] -> int16 PCM (clipped); the inverse of `to_float` on every int16 value."""
+    return np.clip(np.round(np.asarray(wave, dtype=np.float32) * 32768.0), -32768, 32767).astype(np.int16)
 
 
 def to_float(pcm) -> np.ndarray:
