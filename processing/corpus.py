@@ -1,0 +1,550 @@
+"""Synthetic demo-domain corpus: espeak-ng speech for every task family, with held-out voices and phrasings.
+
+Reads top to bottom in the order the data is made:
+
+    text content   number_to_words, demo facts, phrasing templates      -> (question, answer, template id)
+    row plans      plan_split: task, texts, voice / rate / pitch per row -> RowPlan (no audio yet)
+    audio          synthesize: espeak-ng 22.05 kHz -> 16 kHz, silence trimmed (each distinct clip once)
+    dataset        build_corpus: plans + audio -> `processing.schema.FEATURES` rows, saved with save_to_disk
+
+Generalisation (DESIGN.md §5) is measured on what training never saw: the train split uses only
+`TRAIN_VOICES`, `TRAIN_RATES`, `TRAIN_PITCHES` and templates with `held_out=False`; validation and test
+use only the held-out voices, rates, pitches and templates, all three at once. The facts and the
+arithmetic operands are shared by every split: the demo model is meant to *know* them, the held-out
+axes are how they are asked. Answers are spoken by one fixed assistant voice in every split (it is the
+model's own voice, not the user's).
+
+Everything is a pure function of the seed: each split draws from its own `random.Random`, and audio is
+synthesised from the finished plans (each distinct clip once), so the worker count never changes a row.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import random
+import shutil
+import subprocess
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import soundfile as sf
+from datasets import Dataset, DatasetDict
+from datasets.table import InMemoryTable
+from tqdm.auto import tqdm
+
+from modeling_omnidrca.audio_utils import resample
+from processing.schema import FEATURES, SAMPLING_RATE, SPEECH_ANSWER_TASKS, SYSTEM_PROMPTS, TASKS, to_int16
+
+# ----------------------------------------------------------------------------------------------------------
+# Voices, rates, pitches
+
+ESPEAK_EXECUTABLE = "espeak-ng"
+
+# "accent+variant": espeak-ng's English accents times its voice variants (m* male, f* female timbres).
+# The mbrola voices (mb-*) are left out: they need the separate mbrola binary and data packages.
+# British English is spelled "en" here: espeak-ng 1.51 silently drops the variant of "en-gb+m2" (it
+# speaks plain "en-gb"), while "en+m2" applies it. tests/test_corpus.py checks every voice is distinct.
+TRAIN_VOICES = (
+    "en-us", "en-us+m1", "en-us+f1", "en-us+m4",
+    "en", "en+m2", "en+f3", "en-gb-x-rp",
+    "en-gb-x-rp+m5", "en-gb-x-rp+f4", "en-gb-scotland+m1", "en-gb-scotland+f1",
+    "en-gb-x-gbclan+m2", "en-gb-x-gbclan+f3", "en-us-nyc+m5", "en-us-nyc+f4",
+)  # fmt: skip
+# Unseen timbres (variants m6, m7, f2, f5 never occur in train) and unseen accents (Caribbean, West Midlands).
+HELD_OUT_VOICES = ("en-029+m6", "en-gb-x-gbcwmd+f2", "en-us+m7", "en-gb-scotland+f5")
+# Words per minute. Held-out rates fall between the trained ones and outside their range on both sides.
+TRAIN_RATES = (140, 150, 160, 170, 180, 190)
+HELD_OUT_RATES = (125, 155, 185, 200)
+# espeak pitch, 0-99 (50 = the voice's default).
+TRAIN_PITCHES = (30, 40, 50, 60, 70)
+HELD_OUT_PITCHES = (22, 45, 65, 78)
+
+# The assistant's own voice: every speech answer, in every split (variant m3 is no user's voice).
+ASSISTANT_VOICE, ASSISTANT_RATE, ASSISTANT_PITCH = "en-us+m3", 165, 50
+
+SPLITS = ("train", "validation", "test")
+
+
+def voice_pool(split: str) -> tuple[tuple[str, ...], tuple[int, ...], tuple[int, ...]]:
+    """(voices, rates, pitches) a split's user turns are drawn from: train ones for train, held-out otherwise."""
+    _check_split(split)
+    if split == "train":
+        return TRAIN_VOICES, TRAIN_RATES, TRAIN_PITCHES
+    return HELD_OUT_VOICES, HELD_OUT_RATES, HELD_OUT_PITCHES
+
+
+def _check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise ValueError(f"Unknown split {split!r}: expected one of {SPLITS}.")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Text content: numbers, facts, templates
+
+_ONES = (
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+    "seventeen eighteen nineteen"
+).split()
+_TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
+
+
+def number_to_words(n: int) -> str:
+    """0..999 as spoken words, American style without "and" or hyphens: 144 -> "one hundred forty four"."""
+    if not 0 <= n <= 999 or int(n) != n:
+        raise ValueError(f"number_to_words handles integers 0..999, got {n!r}.")
+    if n < 20:
+        return _ONES[n]
+    if n < 100:
+        tens, ones = divmod(n, 10)
+        return _TENS[tens] + ("" if ones == 0 else " " + _ONES[ones])
+    hundreds, rest = divmod(n, 100)
+    return _ONES[hundreds] + " hundred" + ("" if rest == 0 else " " + number_to_words(rest))
+
+
+@dataclass(frozen=True)
+class Template:
+    """One phrasing. `text` is a `str.format` pattern; held-out ones only appear in validation and test."""
+
+    id: str
+    text: str
+    held_out: bool = False
+
+
+def _templates(kind: str, train: Sequence[str], held_out: Sequence[str]) -> tuple[Template, ...]:
+    """Numbered template ids per kind ("capital_of/0", ...), so a row names its exact phrasing."""
+    texts = [(t, False) for t in train] + [(t, True) for t in held_out]
+    return tuple(Template(f"{kind}/{i}", text, flag) for i, (text, flag) in enumerate(texts))
+
+
+# Questions per kind. Fields: arithmetic {a} {op} {b} (words); facts {subject}.
+QUESTION_TEMPLATES: dict[str, tuple[Template, ...]] = {
+    "arithmetic": _templates(
+        "arithmetic",
+        ["what is {a} {op} {b}", "how much is {a} {op} {b}", "tell me what {a} {op} {b} is",
+         "can you work out {a} {op} {b}"],
+        ["please calculate {a} {op} {b}", "what does {a} {op} {b} equal"],
+    ),
+    "capital_of": _templates(
+        "capital_of",
+        ["what is the capital of {subject}", "which city is the capital of {subject}",
+         "tell me the capital of {subject}", "name the capital city of {subject}"],
+        ["do you know the capital of {subject}", "i wonder what the capital of {subject} is"],
+    ),
+    "color_of": _templates(
+        "color_of",
+        ["what color is {subject}", "what is the color of {subject}", "tell me the color of {subject}",
+         "which color is {subject}"],
+        ["do you know what color {subject} is", "can you tell me the color of {subject}"],
+    ),
+    "sound_of": _templates(
+        "sound_of",
+        ["what sound does {subject} make", "what does {subject} say", "which sound does {subject} make",
+         "tell me the sound of {subject}"],
+        ["what noise does {subject} make", "how does {subject} sound"],
+    ),
+    "opposite_of": _templates(
+        "opposite_of",
+        ["what is the opposite of {subject}", "tell me the opposite of {subject}",
+         "which word is the opposite of {subject}", "what word means the opposite of {subject}"],
+        ["give me the opposite of {subject}", "do you know the opposite of {subject}"],
+    ),
+}  # fmt: skip
+# One answer form per kind: the model should learn one short way to answer, not to mirror the phrasing.
+ANSWER_FORMATS = {
+    "arithmetic": "{a} {op} {b} is {c}",
+    "capital_of": "the capital of {subject} is {answer}",
+    "color_of": "{subject} is {answer}",
+    "sound_of": "{subject} says {answer}",
+    "opposite_of": "the opposite of {subject} is {answer}",
+}
+# Sentences read aloud (asr, repeat) or typed (t2s): a true statement {s} inside a carrier phrase.
+SENTENCE_TEMPLATES = _templates(
+    "sentence",
+    ["{s}", "i think {s}", "everyone knows {s}", "i read that {s}", "remember that {s}"],
+    ["it is true that {s}", "my teacher says {s}"],
+)
+
+ALL_TEMPLATES = {t.id: t for group in (*QUESTION_TEMPLATES.values(), SENTENCE_TEMPLATES) for t in group}
+HELD_OUT_TEMPLATES = tuple(sorted(t.id for t in ALL_TEMPLATES.values() if t.held_out))
+
+FACTS_PATH = Path(__file__).parent / "data" / "demo_facts.tsv"
+Facts = dict[str, list[tuple[str, str]]]  # relation -> [(subject, answer), ...]
+
+
+def load_facts(path: str | Path = FACTS_PATH) -> Facts:
+    """relation -> [(subject, answer), ...] from the demo facts TSV (columns relation, subject, answer)."""
+    facts: Facts = {}
+    with open(path, newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f, delimiter="\t"):
+            facts.setdefault(row["relation"], []).append((row["subject"], row["answer"]))
+    # A new relation without question templates would silently never be asked: say so instead.
+    missing = sorted(set(facts) - set(QUESTION_TEMPLATES))
+    if missing:
+        raise ValueError(f"{path} has relations {missing} with no templates; add them to QUESTION_TEMPLATES.")
+    return facts
+
+
+# Small operands keep answers short and every result in 0..999 (minus never goes negative).
+ARITHMETIC_OPS = {
+    "plus": (lambda a, b: a + b, 20),
+    "minus": (lambda a, b: a - b, 20),
+    "times": (lambda a, b: a * b, 12),
+}
+
+
+def sample_arithmetic(rng: random.Random) -> dict[str, str]:
+    """Random {a, op, b, c} in words, with c = a op b."""
+    op = rng.choice(sorted(ARITHMETIC_OPS))
+    fn, high = ARITHMETIC_OPS[op]
+    a = rng.randint(0, high)
+    b = rng.randint(0, a) if op == "minus" else rng.randint(0, high)
+    return {"a": number_to_words(a), "op": op, "b": number_to_words(b), "c": number_to_words(fn(a, b))}
+
+
+def sample_fields(rng: random.Random, facts: Facts) -> tuple[str, dict[str, str]]:
+    """(kind, fields) of one demo-domain fact: half arithmetic, half facts spread evenly over relations."""
+    if rng.random() < 0.5:
+        return "arithmetic", sample_arithmetic(rng)
+    relation = rng.choice(sorted(facts))
+    subject, answer = rng.choice(facts[relation])
+    return relation, {"subject": subject, "answer": answer}
+
+
+def allowed_templates(templates: Sequence[Template], split: str) -> list[Template]:
+    """Train phrasings for train, held-out phrasings for validation/test."""
+    _check_split(split)
+    return [t for t in templates if t.held_out == (split != "train")]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Row plans: everything about a row except its audio
+
+
+@dataclass(frozen=True)
+class RowPlan:
+    """A row before synthesis. `voice`/`rate`/`pitch` are the user's; ""/0/-1 when the user typed (t2s)."""
+
+    id: str
+    task: str
+    question_text: str
+    answer_text: str
+    voice: str
+    rate: int
+    pitch: int
+    template: str
+
+    @property
+    def spoken_question(self) -> bool:
+        return self.task != "t2s"
+
+    @property
+    def spoken_answer(self) -> bool:
+        return self.task in SPEECH_ANSWER_TASKS
+
+
+def plan_texts(task: str, split: str, rng: random.Random, facts: Facts) -> tuple[str, str, str]:
+    """(question_text, answer_text, template id) for one row of `task`."""
+    kind, fields = sample_fields(rng, facts)
+    statement = ANSWER_FORMATS[kind].format(**fields)
+    if task in ("s2t", "s2s"):
+        template = rng.choice(allowed_templates(QUESTION_TEMPLATES[kind], split))
+        return template.text.format(**fields), statement, template.id
+    # asr / repeat / t2s: the same sentence on both sides (transcript, echo, or text read aloud).
+    template = rng.choice(allowed_templates(SENTENCE_TEMPLATES, split))
+    sentence = template.text.format(s=statement)
+    return sentence, sentence, template.id
+
+
+def plan_split(split: str, num_rows: int, seed: int = 0, tasks: Sequence[str] = TASKS) -> list[RowPlan]:
+    """`num_rows` row plans for `split`; tasks balanced to within one row, order shuffled, all from `seed`."""
+    _check_split(split)
+    tasks = tuple(tasks)
+    unknown = sorted(set(tasks) - set(TASKS))
+    if unknown or not tasks:
+        raise ValueError(f"tasks must be a non-empty subset of {TASKS}, got {tuple(tasks)}.")
+    # One generator per split: a split's rows do not depend on the other splits' sizes.
+    rng = random.Random(f"omnidrca-corpus/{seed}/{split}")
+    facts = load_facts()
+    voices, rates, pitches = voice_pool(split)
+    task_list = [tasks[i % len(tasks)] for i in range(num_rows)]
+    rng.shuffle(task_list)
+    plans = []
+    for i, task in enumerate(task_list):
+        question, answer, template = plan_texts(task, split, rng, facts)
+        voice, rate, pitch = rng.choice(voices), rng.choice(rates), rng.choice(pitches)
+        if task == "t2s":  # typed question: no user voice (draws above still happen, keeping rows aligned)
+            voice, rate, pitch = "", 0, -1
+        plans.append(RowPlan(f"{split}-{i:06d}", task, question, answer, voice, rate, pitch, template))
+    return plans
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Audio
+
+
+def espeak_path() -> str:
+    """Absolute path of espeak-ng, or a FileNotFoundError that says how to install it."""
+    path = shutil.which(ESPEAK_EXECUTABLE)
+    if path is None:
+        raise FileNotFoundError(
+            f"`{ESPEAK_EXECUTABLE}` was not found on PATH; the synthetic corpus needs it. Install it with "
+            "`apt-get install espeak-ng` (Debian/Ubuntu) or `brew install espeak-ng` (macOS)."
+        )
+    return path
+
+
+def trim_silence(wave: np.ndarray, sampling_rate: int, threshold: float = 1e-3, pad_s: float = 0.05) -> np.ndarray:
+    """Cut leading/trailing silence, keeping `pad_s` seconds each side so word onsets and decays survive.
+
+    espeak-ng pads clips with exact zeros (~0.3 s at the end), which would teach the model that speech
+    ends in long silences; a small absolute threshold removes only that padding.
+    """
+    voiced = np.flatnonzero(np.abs(wave) > threshold)
+    if voiced.size == 0:
+        return wave[:0]
+    pad = int(pad_s * sampling_rate)
+    return wave[max(0, voiced[0] - pad) : voiced[-1] + 1 + pad]
+
+
+def synthesize(text: str, voice: str, rate: int, pitch: int, sampling_rate: int = SAMPLING_RATE) -> np.ndarray:
+    """Speak `text` with espeak-ng: (T,) float32 in [-1, 1] at `sampling_rate`, silence trimmed."""
+    # List argv, no shell: the text is one argument whatever it contains; "--" ends the options so a
+    # text starting with "-" is spoken, not parsed as a flag.
+    cmd = [espeak_path(), "--stdout", "-v", voice, "-s", str(int(rate)), "-p", str(int(pitch)), "--", text]
+    result = subprocess.run(cmd, capture_output=True, check=False)
+    if result.returncode != 0 or not result.stdout:
+        stderr = result.stderr.decode(errors="replace").strip()
+        raise RuntimeError(f"espeak-ng failed (exit {result.returncode}) for voice {voice!r}: {stderr or 'no audio'}")
+    # espeak's streamed WAV header has placeholder sizes; libsndfile reads up to the real end of data.
+    wave, sr = sf.read(io.BytesIO(result.stdout), dtype="float32")
+    wave = trim_silence(wave, sr)
+    if wave.size == 0:
+        raise RuntimeError(f"espeak-ng produced only silence for {text!r} (voice {voice!r}).")
+    if sr != sampling_rate:
+        wave = resample(wave, sr, sampling_rate)
+    return wave.astype(np.float32, copy=False)
+
+
+# (text, voice, rate, pitch): the whole input of one synthesis, hashable so repeats are spoken once.
+SynthesisJob = tuple[str, str, int, int]
+
+
+def synthesis_jobs(plans: Sequence[RowPlan]) -> list[SynthesisJob]:
+    """Distinct clips the plans need, in first-use order (answers repeat a lot in the assistant voice)."""
+    jobs: dict[SynthesisJob, None] = {}
+    for p in plans:
+        if p.spoken_question:
+            jobs[(p.question_text, p.voice, p.rate, p.pitch)] = None
+        if p.spoken_answer:
+            jobs[(p.answer_text, ASSISTANT_VOICE, ASSISTANT_RATE, ASSISTANT_PITCH)] = None
+    return list(jobs)
+
+
+def _synthesize_job(job: SynthesisJob) -> np.ndarray:
+    return to_int16(synthesize(*job))
+
+
+def synthesize_all(jobs: Sequence[SynthesisJob], num_workers: int = 1, progress: bool = True,
+                   desc: str = "espeak") -> dict[SynthesisJob, np.ndarray]:
+    """job -> int16 clip, synthesised by `num_workers` parallel espeak-ng processes.
+
+    The workers are threads: ~90% of a clip's time is the espeak-ng child process (the GIL is released
+    while waiting on it; trim + resample is ~2 ms), so threads use every core like a process pool would,
+    without spawn re-importing torch per worker or fork inheriting torch's OpenMP threads. `map` yields in
+    job order, so results never depend on `num_workers`.
+    """
+    bar = tqdm(total=len(jobs), desc=desc, unit="clip", disable=not progress)
+    clips = []
+    with ThreadPoolExecutor(max(1, num_workers)) as pool:
+        for clip in pool.map(_synthesize_job, jobs):
+            clips.append(clip)
+            bar.update()
+    bar.close()
+    return dict(zip(jobs, clips))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Dataset
+
+_EMPTY_AUDIO = np.zeros(0, dtype=np.int16)
+
+
+def plan_to_row(plan: RowPlan, clips: dict[SynthesisJob, np.ndarray]) -> dict:
+    """A `processing.schema` row: the plan's texts and metadata plus its synthesised audio."""
+    question_audio = clips[(plan.question_text, plan.voice, plan.rate, plan.pitch)] if plan.spoken_question else None
+    answer_job = (plan.answer_text, ASSISTANT_VOICE, ASSISTANT_RATE, ASSISTANT_PITCH)
+    answer_audio = clips[answer_job] if plan.spoken_answer else None
+    return {
+        "id": plan.id,
+        "task": plan.task,
+        "system_prompt": SYSTEM_PROMPTS[plan.task],
+        "question_text": plan.question_text,
+        "question_audio": _EMPTY_AUDIO if question_audio is None else question_audio,
+        "answer_text": plan.answer_text,
+        "answer_audio": _EMPTY_AUDIO if answer_audio is None else answer_audio,
+        "voice": plan.voice,
+        "rate": plan.rate,
+        "pitch": plan.pitch,
+        "template": plan.template,
+        "source": "espeak",
+    }
+
+
+def build_split(split: str, num_rows: int, seed: int = 0, tasks: Sequence[str] = TASKS, num_workers: int = 1,
+                progress: bool = True) -> Dataset:
+    """Plan, synthesise and assemble one split as a `Dataset` with `processing.schema.FEATURES`."""
+    plans = plan_split(split, num_rows, seed, tasks)
+    clips = synthesize_all(synthesis_jobs(plans), num_workers, progress, desc=f"espeak {split}")
+    return rows_to_dataset([plan_to_row(p, clips) for p in plans])
+
+
+AUDIO_COLUMNS = ("question_audio", "answer_audio")
+
+
+def _audio_column(clips: Sequence[np.ndarray]) -> pa.ListArray:
+    """int16 clips -> Arrow list<int16> straight from numpy (one copy, no Python ints per sample)."""
+    offsets = np.zeros(len(clips) + 1, dtype=np.int32)
+    offsets[1:] = np.cumsum([len(c) for c in clips])
+    values = np.concatenate(clips) if clips else np.zeros(0, dtype=np.int16)
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, type=pa.int16()))
+
+
+def rows_to_dataset(rows: Sequence[dict], batch_rows: int = 1000) -> Dataset:
+    """Schema rows -> `Dataset` with exactly `FEATURES`, built as Arrow record batches.
+
+    `Dataset.from_dict` converts every audio sample to a Python int (~14 s per 1000 rows, slower than
+    synthesising them); building the list<int16> columns from numpy takes milliseconds. Batches of
+    `batch_rows` keep each batch's int32 list offsets far below their 2**31-sample limit.
+    """
+    schema = FEATURES.arrow_schema  # carries the `datasets` feature metadata, so features round-trip
+    batches = []
+    for start in range(0, max(len(rows), 1), batch_rows):
+        chunk = rows[start : start + batch_rows]
+        arrays = [
+            _audio_column([r[name] for r in chunk]) if name in AUDIO_COLUMNS
+            else pa.array([r[name] for r in chunk], type=schema.field(name).type)
+            for name in FEATURES
+        ]  # fmt: skip
+        batches.append(pa.RecordBatch.from_arrays(arrays, schema=schema))
+    return Dataset(InMemoryTable(pa.Table.from_batches(batches, schema=schema)))
+
+
+def corpus_info(corpus: DatasetDict, seed: int, tasks: Sequence[str]) -> dict:
+    """What a corpus holds and how it was made, for `corpus_info.json` (counts, pools, held-out axes)."""
+    splits = {}
+    for name, ds in corpus.items():
+        # Lengths straight from Arrow: reading the columns would turn every sample into a Python int.
+        samples = sum(pc.sum(pc.list_value_length(ds.data.table.column(c))).as_py() or 0 for c in AUDIO_COLUMNS)
+        seconds = samples / SAMPLING_RATE
+        splits[name] = {
+            "rows": len(ds),
+            "tasks": dict(sorted(Counter(ds["task"]).items())),
+            "templates": len(set(ds["template"])),
+            "audio_hours": round(seconds / 3600, 4),
+        }
+    return {
+        "source": "espeak-ng",
+        "seed": seed,
+        "tasks": list(tasks),
+        "sampling_rate": SAMPLING_RATE,
+        "splits": splits,
+        "train": {"voices": list(TRAIN_VOICES), "rates": list(TRAIN_RATES), "pitches": list(TRAIN_PITCHES)},
+        "held_out": {
+            "voices": list(HELD_OUT_VOICES),
+            "rates": list(HELD_OUT_RATES),
+            "pitches": list(HELD_OUT_PITCHES),
+            "templates": list(HELD_OUT_TEMPLATES),
+        },
+        "assistant": {"voice": ASSISTANT_VOICE, "rate": ASSISTANT_RATE, "pitch": ASSISTANT_PITCH},
+        "espeak_version": espeak_version(),
+    }
+
+
+def espeak_version() -> str:
+    """espeak-ng's version line (recorded so a corpus says what made it)."""
+    out = subprocess.run([espeak_path(), "--version"], capture_output=True, text=True, check=False).stdout
+    return out.strip()
+
+
+def build_corpus(output_dir: str | Path, num_train: int, num_validation: int, num_test: int, seed: int = 0,
+                 tasks: Sequence[str] = TASKS, num_workers: int = 1, progress: bool = True) -> DatasetDict:
+    """Build train/validation/test, save them with `save_to_disk(output_dir)` plus `corpus_info.json`.
+
+    Train uses only train voices/rates/pitches/templates; validation and test only held-out ones.
+    Deterministic given `seed` (independent of `num_workers`). A split of size 0 is saved empty.
+    """
+    sizes = {"train": num_train, "validation": num_validation, "test": num_test}
+    if any(n < 0 for n in sizes.values()):
+        raise ValueError(f"Split sizes must be >= 0, got {sizes}.")
+    espeak_path()  # fail before any work if espeak-ng is missing
+    corpus = DatasetDict(
+        {split: build_split(split, n, seed, tuple(tasks), num_workers, progress) for split, n in sizes.items()}
+    )
+    output_dir = Path(output_dir)
+    # datasets writes an empty split as 0 shards, which load_from_disk cannot read back: give it one shard.
+    empty_shards = {split: 1 for split, n in sizes.items() if n == 0}
+    with _datasets_progress(progress):
+        corpus.save_to_disk(str(output_dir), num_shards=empty_shards)
+    info = corpus_info(corpus, seed, tasks)
+    (output_dir / "corpus_info.json").write_text(json.dumps(info, indent=2) + "\n")
+    return corpus
+
+
+@contextmanager
+def _datasets_progress(enabled: bool) -> Iterator[None]:
+    """Silence datasets' own progress bars (saving) when `progress=False`, restoring the global setting."""
+    was_enabled = datasets.is_progress_bar_enabled()
+    if not enabled:
+        datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if was_enabled and not enabled:
+            datasets.enable_progress_bars()
+
+
+__all__ = [
+    "ALL_TEMPLATES",
+    "ANSWER_FORMATS",
+    "ASSISTANT_PITCH",
+    "ASSISTANT_RATE",
+    "ASSISTANT_VOICE",
+    "AUDIO_COLUMNS",
+    "FACTS_PATH",
+    "HELD_OUT_PITCHES",
+    "HELD_OUT_RATES",
+    "HELD_OUT_TEMPLATES",
+    "HELD_OUT_VOICES",
+    "QUESTION_TEMPLATES",
+    "SENTENCE_TEMPLATES",
+    "SPLITS",
+    "TRAIN_PITCHES",
+    "TRAIN_RATES",
+    "TRAIN_VOICES",
+    "RowPlan",
+    "Template",
+    "build_corpus",
+    "build_split",
+    "corpus_info",
+    "espeak_path",
+    "load_facts",
+    "number_to_words",
+    "plan_split",
+    "plan_to_row",
+    "rows_to_dataset",
+    "synthesis_jobs",
+    "synthesize",
+    "synthesize_all",
+    "trim_silence",
+    "voice_pool",
+]
