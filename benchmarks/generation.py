@@ -21,7 +21,6 @@ import argparse
 import json
 import math
 import resource
-import statistics
 import subprocess
 import sys
 import time
@@ -30,6 +29,8 @@ from pathlib import Path
 import torch
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from feature_extraction import median_ms  # noqa: E402  (benchmarks/ is not a package)
 
 SIZES = {
     "demo": dict(hidden=256, layers=6, heads=4, kv_heads=2, ffn=768, srh_hidden=128, srh_layers=2, srh_heads=4,
@@ -77,15 +78,9 @@ def build(size: str, k: int):
     return model, processor
 
 
-def median_s(fn, runs: int, warmup: int = 1) -> tuple[float, list[float]]:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), times
+def median_s(fn, runs: int, warmup: int = 1) -> float:
+    """Median wall seconds of `fn` (the shared benchmark timer, with a short warm-up: runs here are long)."""
+    return median_ms(fn, runs, warmup=warmup) / 1000
 
 
 def run_omnidrca(size: str, k: int, seconds: float, runs: int, chunk_steps: int) -> dict:
@@ -133,16 +128,16 @@ def run_omnidrca(size: str, k: int, seconds: float, runs: int, chunk_steps: int)
     del model.model.forward, model.lm_head.forward, model._srh_generate
     assert out.speech_ids.shape[1] >= codes, out.speech_ids.shape
     with torch.inference_mode():
-        prefill_s, _ = median_s(lambda: model.model(**inputs, use_cache=True), runs)
+        prefill_s = median_s(lambda: model.model(**inputs, use_cache=True), runs)
     # A step's backbone cost includes its text head, as in the isolated measurement.
     in_loop_b = (spent["backbone"] - prefill_s) / (len(calls) - 1) + spent["head"] / steps
     in_loop_s = spent["srh"] / (steps - cfg.speech_delay) / k
     orchestration = instrumented - spent["backbone"] - spent["head"] - spent["srh"]
 
     with torch.inference_mode():
-        gen, gen_runs = median_s(lambda: model.generate(**inputs, **kw), runs)
+        gen = median_s(lambda: model.generate(**inputs, **kw), runs)
         speech = out.speech_ids[:, :codes]
-        dec, _ = median_s(lambda: model.speech_codec.decode(speech), runs)
+        dec = median_s(lambda: model.speech_codec.decode(speech), runs)
 
         # Step costs: B = one backbone step (grouped embedding + LM + text head) on a cache the length of
         # the prompt plus the answer so far; S = one SRH step (per code, incl. the ungroup and sampling).
@@ -159,12 +154,12 @@ def run_omnidrca(size: str, k: int, seconds: float, runs: int, chunk_steps: int)
             model.lm_head(o.last_hidden_state[:, -1])
             length += 1
 
-        b, _ = median_s(backbone_step, runs=max(20, steps // 2), warmup=3)
+        b = median_s(backbone_step, runs=max(20, steps // 2), warmup=3)
         history = torch.zeros(1, 0, dtype=torch.long)
         previous = torch.tensor([cfg.speech_bos_token_id])
         srh = lambda: model._srh_generate(hidden, previous, history, [cfg.speech_bos_token_id],  # noqa: E731
                                           LogitsProcessorList(never_end["speech_logits_processor"]), False, None)
-        s_group, _ = median_s(srh, runs=30, warmup=3)
+        s_group = median_s(srh, runs=30, warmup=3)
 
         # Time to first audio: the streaming interface from the call to its first audio chunk.
         def first_audio():
@@ -174,7 +169,7 @@ def run_omnidrca(size: str, k: int, seconds: float, runs: int, chunk_steps: int)
                     return
             raise RuntimeError("no audio chunk was produced")
 
-        ttfa, _ = median_s(first_audio, runs)
+        ttfa = median_s(first_audio, runs)
 
     kv = out.past_key_values
     kv_bytes = sum(layer.keys.nbytes + layer.values.nbytes for layer in kv.layers)
@@ -183,7 +178,7 @@ def run_omnidrca(size: str, k: int, seconds: float, runs: int, chunk_steps: int)
         name=f"OmniDRCA {size} k={k}", size=size, k=k, seconds=seconds, codes=codes,
         backbone_params=sum(p.numel() for p in model.model.language_model.parameters()) + model.lm_head.weight.numel(),
         srh_params=sum(p.numel() for p in model.speech_head.parameters()),
-        gen_s=gen, gen_runs=gen_runs, decode_s=dec, total_s=gen + dec,
+        gen_s=gen, decode_s=dec, total_s=gen + dec,
         rtf=seconds / (gen + dec), backbone_calls=len(calls), backbone_calls_per_speech_s=len(calls) / seconds,
         backbone_step_ms=1000 * b, srh_step_ms=1000 * s_group / k, ttfa_ms=1000 * ttfa, chunk_steps=chunk_steps,
         prefill_ms=1000 * prefill_s, in_loop_backbone_step_ms=1000 * in_loop_b, in_loop_srh_step_ms=1000 * in_loop_s,
@@ -194,7 +189,6 @@ def run_omnidrca(size: str, k: int, seconds: float, runs: int, chunk_steps: int)
 
 
 def run_moshi(seconds: float, runs: int) -> dict:
-    sys.path.insert(0, str(HERE))
     import transformers
     from moshi_baseline import build_tiny_moshi, time_moshi
 
@@ -204,7 +198,7 @@ def run_moshi(seconds: float, runs: int) -> dict:
     full = time_moshi(model, seconds, runs, decode_audio=True)
     return dict(
         name="Moshi (transformers) 256 x 6, 8 codebooks", seconds=seconds, backbone_params=tokens.backbone_params,
-        srh_params=tokens.depth_params, gen_s=tokens.median_s, gen_runs=tokens.runs_s, total_s=full.median_s,
+        srh_params=tokens.depth_params, gen_s=tokens.median_s, total_s=full.median_s,
         decode_s=full.median_s - tokens.median_s, rtf=seconds / full.median_s,
         backbone_calls_per_speech_s=tokens.backbone_calls_per_second_of_speech,
         peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
