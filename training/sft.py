@@ -18,7 +18,10 @@ from typing import Any
 import torch
 from trl import SFTConfig, SFTTrainer
 
-from processing.schema import SAMPLING_RATE, SPEECH_ANSWER_TASKS, to_float
+from processing.cache import add_answer_codes
+from processing.schema import SAMPLING_RATE, SPEECH_ANSWER_TASKS, TASKS, to_float
+
+from .curves import available_loggers
 
 LOSS_COMPONENTS = ("text_loss", "speech_loss", "contrastive_loss")
 
@@ -80,24 +83,76 @@ class OmniDRCASFTTrainer(SFTTrainer):
         return loss.detach(), None, None
 
 
+def sft_defaults() -> dict[str, Any]:
+    """The project's `SFTConfig` defaults (see `sft_config`); `training.train` installs them as parser defaults."""
+    gpu = torch.cuda.is_available()
+    return dict(
+        bf16=gpu and torch.cuda.is_bf16_supported(),
+        activation_checkpointing=gpu,
+        remove_unused_columns=False,
+        dataset_kwargs={"skip_prepare_dataset": True},
+        average_tokens_across_devices=False,
+        ddp_find_unused_parameters=True,
+        report_to=available_loggers(),
+    )
+
+
 def sft_config(output_dir: str, **overrides: Any) -> SFTConfig:
     """An `SFTConfig` with what the parallel-stream batches need: the collator builds the batch (no TRL
     dataset preparation, keep every column), and the multi-part loss is not rescaled by token counts.
 
     TRL defaults to bf16 autocast and activation checkpointing; both only pay off on GPUs (on a CPU, bf16
     autocast is slow and inexact, and there is no memory pressure), so they follow the hardware here.
+    Under DDP, unused parameters are searched for: a batch without speech answers leaves the SRH out of
+    the graph. Logs go to TensorBoard when it is installed.
     """
-    gpu = torch.cuda.is_available()
-    defaults = dict(
-        bf16=gpu and torch.cuda.is_bf16_supported(),
-        gradient_checkpointing=gpu,
-        output_dir=output_dir,
-        remove_unused_columns=False,
-        dataset_kwargs={"skip_prepare_dataset": True},
-        average_tokens_across_devices=False,
-        report_to=[],
-    )
-    return SFTConfig(**{**defaults, **overrides})
+    return SFTConfig(**{**sft_defaults(), "output_dir": output_dir, **overrides})
+
+
+def prepare_dataset(dataset, codec, tasks: Sequence[str] | None = None, max_samples: int | None = None,
+                    name: str = "dataset"):
+    """Select the rows a stage trains on and cache their answer codes.
+
+    Args:
+        dataset: rows in the `processing.schema` format.
+        codec: the model's speech codec (`model.speech_codec`), for `answer_codes` when they are missing.
+        tasks: keep only these task families (e.g. stage 1: `["asr", "t2s"]`); None keeps all.
+        max_samples: keep the first `max_samples` rows after the task filter.
+    """
+    if tasks:
+        unknown = sorted(set(tasks) - set(TASKS))
+        if unknown:
+            raise ValueError(f"Unknown task(s) {unknown} for {name}; expected a subset of {list(TASKS)}.")
+        wanted = set(tasks)
+        dataset = dataset.filter(lambda task: task in wanted, input_columns="task", desc=f"{name}: tasks {sorted(wanted)}")
+    if max_samples is not None:
+        dataset = dataset.select(range(min(max_samples, len(dataset))))
+    if len(dataset) == 0:
+        raise ValueError(
+            f"The {name} is empty after selecting tasks {list(tasks) if tasks else 'all'}: nothing to train on. "
+            "Check the corpus path, its `task` column and the `tasks` setting."
+        )
+    if "answer_codes" not in dataset.column_names:
+        dataset = add_answer_codes(dataset, codec)
+    return dataset
+
+
+def freeze_modules(model, backbone: bool = False, audio_encoder: bool = False) -> list[str]:
+    """Stop gradients into parts of the model; the speech codec is always frozen (its codes are cached).
+
+    `backbone`: the text LM (decoder layers, token embeddings and text head), as in the paper's alignment
+    stage, where the speech encoder, projector, speech embeddings and SRH learn to meet a fixed LLM.
+    `audio_encoder`: the Whisper encoder. Returns the names of the frozen top-level parts.
+    """
+    frozen = {"speech_codec": model.speech_codec}
+    if backbone:
+        frozen["model.language_model"] = model.model.language_model
+        frozen["lm_head"] = model.lm_head
+    if audio_encoder:
+        frozen["model.audio_tower"] = model.model.audio_tower
+    for module in frozen.values():
+        module.requires_grad_(False)
+    return list(frozen)
 
 
 def build_trainer(model, processor, train_dataset, args: SFTConfig, eval_dataset=None, peft_config=None,
@@ -117,4 +172,14 @@ def build_trainer(model, processor, train_dataset, args: SFTConfig, eval_dataset
     )
 
 
-__all__ = ["LOSS_COMPONENTS", "OmniDRCACollator", "OmniDRCASFTTrainer", "build_trainer", "row_to_example", "sft_config"]
+__all__ = [
+    "LOSS_COMPONENTS",
+    "OmniDRCACollator",
+    "OmniDRCASFTTrainer",
+    "build_trainer",
+    "freeze_modules",
+    "prepare_dataset",
+    "row_to_example",
+    "sft_config",
+    "sft_defaults",
+]

@@ -1,0 +1,254 @@
+"""Training recipes end to end: YAML configs, the TRL entry point, freezing, kill-and-resume, a 2-process
+`accelerate launch` run, the codec recipe, and training curves (tiny models, an espeak-ng corpus, CPU)."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from accelerate.commands.config.config_args import load_config_from_file
+from safetensors.torch import load_file
+
+from modeling_omnidrca import OmniDRCAForConditionalGeneration, OmniDRCASpeechCodec
+from processing.corpus import build_corpus
+from training import train as lm_recipe
+from training import train_codec as codec_recipe
+from training.checkpoints import is_complete_checkpoint, last_complete_checkpoint, resolve_resume
+from training.curves import available_loggers, plot_log_history
+from training.sft import freeze_modules, prepare_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "training" / "configs"
+TINY = ROOT / "tests" / "fixtures" / "tiny-random-omnidrca"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    path = tmp_path_factory.mktemp("corpus") / "corpus"
+    build_corpus(path, 24, 8, 0, seed=0, progress=False)
+    return path
+
+
+def recipe_command(corpus, output_dir, *extra) -> list[str]:
+    return ["-m", "training.train", "--config", str(CONFIGS / "tiny_smoke.yaml"), "--dataset_path", str(corpus),
+            "--output_dir", str(output_dir), *map(str, extra)]
+
+
+def run_recipe(corpus, output_dir, *extra) -> str:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    proc = subprocess.run([sys.executable, *recipe_command(corpus, output_dir, *extra)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def max_weight_difference(a: Path, b: Path) -> float:
+    sa, sb = load_file(a), load_file(b)
+    assert sa.keys() == sb.keys()
+    return max((sa[k].float() - sb[k].float()).abs().max().item() for k in sa)
+
+
+# ------------------------------------------------------------------------------------------ configs
+
+
+def test_stage_configs_parse_with_project_defaults():
+    parse = lambda name: lm_recipe.make_parser().parse_args_and_config(["--config", str(CONFIGS / name)])  # noqa: E731
+    script, args, model = parse("stage1_alignment.yaml")
+    assert script.tasks == ["asr", "t2s"] and script.contrastive_weight > 0
+    # The project's SFT defaults hold where the YAML is silent: TRL must not re-tokenise or drop columns.
+    assert args.remove_unused_columns is False and args.dataset_kwargs == {"skip_prepare_dataset": True}
+    assert args.resume_from_checkpoint == "auto"
+    script, args, model = parse("stage2_sft.yaml")
+    assert set(script.tasks) == {"asr", "s2t", "s2s", "t2s", "repeat"}
+    assert model.model_name_or_path == "runs/stage1"  # stage 2 continues from stage 1
+    script, args, model = parse("lora.yaml")
+    assert model.use_peft and model.lora_modules_to_save == ["speech_head"]
+    # Command-line flags override the YAML.
+    script, args, _ = lm_recipe.make_parser().parse_args_and_config(
+        ["--config", str(CONFIGS / "stage2_sft.yaml"), "--max_steps", "7", "--tasks", "s2t"])
+    assert args.max_steps == 7 and script.tasks == ["s2t"]
+    script, args = codec_recipe.make_parser().parse_args_and_config(["--config", str(CONFIGS / "codec.yaml")])
+    assert script.fsq_levels == [8, 5, 5, 5] and args.remove_unused_columns is False
+
+
+@pytest.mark.parametrize("name, kind", [("cpu_2proc", "MULTI_GPU"), ("ddp", "MULTI_GPU"), ("fsdp", "FSDP"),
+                                        ("deepspeed_zero2", "DEEPSPEED")])
+def test_accelerate_configs_load(name, kind):
+    config = load_config_from_file(str(ROOT / "training" / "accelerate" / f"{name}.yaml"))
+    assert config.distributed_type.value == kind
+    if kind == "FSDP":
+        assert config.fsdp_config["fsdp_version"] == 2
+        # The wrapped classes must exist in the model, or FSDP would wrap nothing.
+        model = OmniDRCAForConditionalGeneration.from_pretrained(TINY)
+        present = {type(m).__name__ for m in model.modules()}
+        assert set(config.fsdp_config["fsdp_transformer_layer_cls_to_wrap"].split(",")) <= present
+    if kind == "DEEPSPEED":
+        assert config.deepspeed_config["zero_stage"] == 2
+
+
+# ------------------------------------------------------------------------------------------ data selection
+
+
+def test_prepare_dataset_selects_tasks_and_refuses_empty(corpus):
+    from datasets import load_from_disk
+
+    model = OmniDRCAForConditionalGeneration.from_pretrained(TINY)
+    train = load_from_disk(str(corpus))["train"]
+    stage1 = prepare_dataset(train, model.speech_codec, ["asr", "t2s"])
+    assert set(stage1["task"]) <= {"asr", "t2s"} and len(stage1) > 0 and "answer_codes" in stage1.column_names
+    with pytest.raises(ValueError, match="Unknown task"):
+        prepare_dataset(train, model.speech_codec, ["translate"])
+    with pytest.raises(ValueError, match="empty"):
+        prepare_dataset(train.select([]), model.speech_codec)
+
+
+def test_freeze_backbone_keeps_the_text_lm_fixed(corpus, tmp_path):
+    script, args, model_args = lm_recipe.make_parser().parse_args_and_config([
+        "--config", str(CONFIGS / "tiny_smoke.yaml"), "--dataset_path", str(corpus), "--output_dir", str(tmp_path),
+        "--freeze_backbone", "true", "--tasks", "asr", "t2s", "--max_steps", "3", "--eval_strategy", "no",
+        "--save_strategy", "no", "--learning_rate", "1e-2", "--report_to", "none",
+    ])
+    lm_recipe.main(script, args, model_args)
+    before = OmniDRCAForConditionalGeneration.from_pretrained(TINY).state_dict()
+    after = OmniDRCAForConditionalGeneration.from_pretrained(tmp_path).state_dict()
+    moved = {k for k in before if not torch.equal(before[k], after[k])}
+    assert moved, "nothing trained"
+    assert not any(k.startswith(("model.language_model.", "lm_head.", "speech_codec.")) for k in moved)
+    assert any(k.startswith("model.audio_tower.") for k in moved) and any(k.startswith("speech_head.") for k in moved)
+    assert json.loads((tmp_path / "train_results.json").read_text())["train_loss"] > 0
+
+
+def test_freeze_modules_names_what_it_froze():
+    model = OmniDRCAForConditionalGeneration.from_pretrained(TINY)
+    assert freeze_modules(model, backbone=True, audio_encoder=True) == [
+        "speech_codec", "model.language_model", "lm_head", "model.audio_tower"]
+    assert not any(p.requires_grad for p in model.model.audio_tower.parameters())
+    assert all(p.requires_grad for p in model.speech_head.parameters())
+
+
+# ------------------------------------------------------------------------------------------ resume
+
+
+def test_killed_run_resumes_to_the_same_weights(corpus, tmp_path):
+    steps = ["--max_steps", "16", "--save_steps", "4", "--eval_steps", "8"]
+    reference = tmp_path / "uninterrupted"
+    run_recipe(corpus, reference, *steps)
+
+    killed = tmp_path / "killed"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    proc = subprocess.Popen([sys.executable, *recipe_command(corpus, killed, *steps)], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not is_complete_checkpoint(killed / "checkpoint-4") and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    assert not (killed / "train_results.json").exists()
+    last = Path(last_complete_checkpoint(killed))
+    step = int(last.name.split("-")[1])
+    assert step < 16
+    # A kill during a save leaves a torn checkpoint: weights half written, no trainer state. Make one.
+    torn = killed / f"checkpoint-{step + 4}"
+    torn.mkdir(exist_ok=True)
+    for name in ("model.safetensors", "trainer_state.json"):
+        (torn / name).unlink(missing_ok=True)
+    (torn / "model.safetensors").write_bytes((last / "model.safetensors").read_bytes()[:1000])
+    assert last_complete_checkpoint(killed) == str(last)
+    kept = {p.name: p.read_bytes() for p in last.iterdir() if p.is_file()}
+
+    out = run_recipe(corpus, killed, *steps)  # the same command again: resume_from_checkpoint is `auto`
+    assert "train_loss" in json.loads((killed / "train_results.json").read_text())
+    difference = max_weight_difference(reference / "model.safetensors", killed / "model.safetensors")
+    print(f"max weight difference after resume: {difference:.3g}")
+    assert difference <= 1e-6, f"resumed weights differ from the uninterrupted run by {difference}"
+    # Nothing lost: the checkpoint it resumed from is intact, the torn one is set aside, not deleted.
+    assert {p.name: p.read_bytes() for p in last.iterdir() if p.is_file()} == kept
+    assert (killed / f"checkpoint-{step + 4}.incomplete" / "model.safetensors").exists()
+    assert is_complete_checkpoint(killed / "checkpoint-16")
+    assert (killed / "training_curves.png").read_bytes().startswith(PNG_MAGIC)
+    history = json.loads((killed / "checkpoint-16" / "trainer_state.json").read_text())["log_history"]
+    assert sorted({e["step"] for e in history if "loss" in e}) == list(range(1, 17)), out[-2000:]
+
+
+def test_resume_refuses_an_incomplete_checkpoint(tmp_path):
+    folder = tmp_path / "checkpoint-3"
+    folder.mkdir()
+    (folder / "trainer_state.json").write_text('{"global_step": 3')  # cut mid-write
+    assert not is_complete_checkpoint(folder)
+    with pytest.raises(ValueError, match="not a complete"):
+        resolve_resume(str(folder), tmp_path)
+    assert resolve_resume("auto", tmp_path) is None  # a fresh run: nothing to resume
+    assert (tmp_path / "checkpoint-3.incomplete").is_dir()
+    assert resolve_resume(None, tmp_path) is None
+
+
+# ------------------------------------------------------------------------------------------ multi-process
+
+
+def test_two_process_accelerate_launch(corpus, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+               str(ROOT / "training" / "accelerate" / "cpu_2proc.yaml"), "--main_process_port", str(free_port()),
+               *recipe_command(corpus, tmp_path, "--max_steps", "4", "--eval_steps", "2", "--save_steps", "2")]
+    proc = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "processes 2 (backend gloo)" in proc.stdout
+    state = json.loads((tmp_path / "checkpoint-4" / "trainer_state.json").read_text())
+    # Two processes x 4 rows per device: each optimizer step saw 8 of the 24 training rows.
+    assert state["global_step"] == 4 and state["log_history"][-1]["epoch"] == pytest.approx(4 * 8 / 24)
+    model = OmniDRCAForConditionalGeneration.from_pretrained(tmp_path)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+# ------------------------------------------------------------------------------------------ codec, curves
+
+
+def test_codec_recipe_trains_and_reports_reconstruction(corpus, tmp_path):
+    script, args = codec_recipe.make_parser().parse_args_and_config([
+        "--dataset_path", str(corpus), "--output_dir", str(tmp_path), "--fsq_levels", "4", "4", "2",
+        "--encoder_hidden_size", "32", "--decoder_hidden_size", "32", "--encoder_layers", "1", "--decoder_layers", "1",
+        "--max_steps", "4", "--per_device_train_batch_size", "4", "--learning_rate", "3e-3", "--logging_steps", "1",
+        "--save_steps", "2", "--max_eval_clips", "4", "--use_cpu", "true", "--report_to", "none",
+    ])
+    metrics = codec_recipe.main(script, args)
+    report = json.loads((tmp_path / "reconstruction.json").read_text())
+    for stage in ("before", "after"):
+        assert report[stage]["clips"] == 4 and report[stage]["codebook_size"] == 32
+        assert report[stage]["log_spectral_distance_db"] > 0 and 0 < report[stage]["codebook_usage"] <= 1
+    assert metrics["after_mel_l1"] == report["after"]["mel_l1"]
+    codec = OmniDRCASpeechCodec.from_pretrained(tmp_path)
+    assert codec.config.fsq_levels == [4, 4, 2]
+    assert not torch.equal(codec.decoder.conv_in.weight, OmniDRCASpeechCodec(codec.config).decoder.conv_in.weight)
+    history = json.loads((tmp_path / "checkpoint-4" / "trainer_state.json").read_text())["log_history"]
+    assert all("mel_loss" in e and "stft_loss" in e for e in history if "loss" in e)
+    assert (tmp_path / "training_curves.png").read_bytes().startswith(PNG_MAGIC)
+
+
+def test_plot_log_history(tmp_path):
+    history = [{"step": s, "loss": 3.0 / s, "text_loss": 2.0 / s, "learning_rate": 1e-3} for s in range(1, 6)]
+    history.append({"step": 5, "eval_loss": 0.9})
+    out = plot_log_history(history, tmp_path / "curves.png")
+    assert out.read_bytes().startswith(PNG_MAGIC)
+    assert plot_log_history([{"step": 1, "epoch": 0.1}], tmp_path / "none.png") is None
+    assert not (tmp_path / "none.png").exists()
+
+
+def test_tensorboard_logs_when_installed(corpus, tmp_path):
+    pytest.importorskip("tensorboard")  # an optional logger: the `dev` extra installs it, so CI runs this
+    assert available_loggers() == ["tensorboard"]
+    run_recipe(corpus, tmp_path, "--max_steps", "2", "--eval_strategy", "no", "--save_strategy", "no")
+    assert list(tmp_path.rglob("events.out.tfevents.*"))

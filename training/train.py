@@ -1,0 +1,106 @@
+"""Train OmniDRCA with TRL: one entry point, one YAML config per stage.
+
+    # stage 1, alignment (ASR + T2S + contrastive; `freeze_backbone: true` keeps a pretrained LLM fixed)
+    python -m training.train --config training/configs/stage1_alignment.yaml
+    # stage 2, multi-task SFT (S2T / S2S / T2S / ASR mixed, the system prompt picks the task)
+    python -m training.train --config training/configs/stage2_sft.yaml
+    # LoRA on the backbone, speech heads saved in full with the adapter
+    python -m training.train --config training/configs/lora.yaml
+    # any setting can be overridden on the command line, e.g. --max_steps 100 --output_dir runs/try
+    # several processes / GPUs (configs in training/accelerate/):
+    accelerate launch --config_file training/accelerate/ddp.yaml -m training.train --config training/configs/stage2_sft.yaml
+
+Re-running the same command with `resume_from_checkpoint: auto` continues from the newest complete
+checkpoint in `output_dir` (a checkpoint half-written by a killed run is set aside, not used). The logic
+lives in `training/sft.py`, `training/checkpoints.py` and `training/curves.py`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+
+import torch
+from datasets import load_from_disk
+from trl import ModelConfig, SFTConfig, TrlParser, get_peft_config
+
+from modeling_omnidrca import OmniDRCAForConditionalGeneration, OmniDRCAProcessor
+
+from .checkpoints import resolve_resume
+from .curves import TrainingCurvesCallback
+from .sft import build_trainer, freeze_modules, prepare_dataset, sft_defaults
+
+
+# The backbone's attention and MLP projections; not the SRH's or the Whisper encoder's (same layer names).
+BACKBONE_LINEAR_REGEX = r"model\.language_model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
+
+
+@dataclass
+class OmniDRCAScriptArguments:
+    dataset_path: str = field(metadata={"help": "Corpus saved with `save_to_disk` (processing.build_corpus / import_corpus)."})
+    train_split: str = field(default="train")
+    eval_split: str | None = field(default="validation", metadata={"help": "Empty or 'none' to skip evaluation."})
+    tasks: list[str] | None = field(default=None, metadata={"help": "Task families to train on (asr s2t s2s t2s repeat); default all."})
+    max_train_samples: int | None = field(default=None)
+    max_eval_samples: int | None = field(default=None)
+    freeze_backbone: bool = field(default=False, metadata={"help": "Freeze the text LM (layers, embeddings, text head)."})
+    freeze_audio_encoder: bool = field(default=False, metadata={"help": "Freeze the Whisper speech encoder."})
+    contrastive_weight: float | None = field(default=None, metadata={"help": "Override the model config's contrastive loss weight."})
+    speech_loss_weight: float | None = field(default=None, metadata={"help": "Override the model config's speech (SRH) loss weight."})
+    lora_target_regex: str = field(
+        default=BACKBONE_LINEAR_REGEX,
+        metadata={"help": "With use_peft and no lora_target_modules: PEFT regex (full match) of the LoRA targets."},
+    )
+
+
+def main(script_args: OmniDRCAScriptArguments, training_args: SFTConfig, model_args: ModelConfig) -> dict:
+    dtype = model_args.dtype if model_args.dtype in (None, "auto") else getattr(torch, model_args.dtype)
+    model = OmniDRCAForConditionalGeneration.from_pretrained(model_args.model_name_or_path, dtype=dtype)
+    processor = OmniDRCAProcessor.from_pretrained(model_args.model_name_or_path)
+    for name in ("contrastive_weight", "speech_loss_weight"):
+        if getattr(script_args, name) is not None:
+            setattr(model.config, name, getattr(script_args, name))
+    frozen = freeze_modules(model, script_args.freeze_backbone, script_args.freeze_audio_encoder)
+
+    corpus = load_from_disk(script_args.dataset_path)
+    with training_args.main_process_first(desc="corpus selection and codec codes"):
+        train = prepare_dataset(corpus[script_args.train_split], model.speech_codec, script_args.tasks,
+                                script_args.max_train_samples, name=f"{script_args.train_split} split")
+        evaluation = None
+        if script_args.eval_split and script_args.eval_split.lower() != "none":
+            evaluation = prepare_dataset(corpus[script_args.eval_split], model.speech_codec, script_args.tasks,
+                                         script_args.max_eval_samples, name=f"{script_args.eval_split} split")
+
+    peft_config = get_peft_config(model_args)
+    if peft_config is not None and not model_args.lora_target_modules:
+        peft_config.target_modules = script_args.lora_target_regex
+    trainer = build_trainer(model, processor, train, training_args, eval_dataset=evaluation,
+                            peft_config=peft_config, callbacks=[TrainingCurvesCallback()])
+    if trainer.is_world_process_zero():
+        trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+        backend = torch.distributed.get_backend() if torch.distributed.is_initialized() else "none"
+        print(f"processes {training_args.world_size} (backend {backend}); train rows {len(train)}, eval rows {len(evaluation) if evaluation else 0}; frozen {frozen}; "
+              f"trainable parameters {trainable / 1e6:.2f} M")
+    resume = resolve_resume(training_args.resume_from_checkpoint, training_args.output_dir)
+    result = trainer.train(resume_from_checkpoint=resume)
+    metrics = dict(result.metrics)
+    if evaluation is not None:
+        metrics.update(trainer.evaluate())
+    trainer.save_model(training_args.output_dir)  # full model, or the adapter (+ modules_to_save) with LoRA
+    if trainer.is_world_process_zero():
+        processor.save_pretrained(training_args.output_dir)
+        with open(os.path.join(training_args.output_dir, "train_results.json"), "w") as f:
+            json.dump(metrics, f, indent=2)
+    return metrics
+
+
+def make_parser() -> TrlParser:
+    parser = TrlParser((OmniDRCAScriptArguments, SFTConfig, ModelConfig))
+    # The project's SFT defaults first; the YAML config and then the command line override them.
+    parser.set_defaults(**sft_defaults())
+    return parser
+
+
+if __name__ == "__main__":
+    main(*make_parser().parse_args_and_config())
