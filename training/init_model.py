@@ -1,0 +1,93 @@
+"""Compose the demo model before training: pretrained Whisper encoder + new text backbone + trained codec.
+
+    python -m modeling_omnidrca.convert_ct2_whisper --output runs/whisper-tiny.en     # Whisper tiny.en, offline
+    python -m training.train_codec --config training/configs/codec.yaml                # -> runs/codec
+    python -m training.init_model --corpus data/corpus --whisper runs/whisper-tiny.en --codec runs/codec \
+        --output runs/omnidrca-init
+
+It goes through the same "compose from real backbones" path as a 7B build (`compose_from_backbones`): the
+tokenizer is trained on the corpus's training texts (byte-level BPE + the stream tokens), the text backbone
+is a new Qwen2 of the given size (no small pretrained LM is available offline), the speech encoder is
+Whisper's, the codec is the trained one. The output folder is what `training/configs/stage1_alignment.yaml`
+starts from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import torch
+from datasets import load_from_disk
+from transformers import Qwen2Config, Qwen2ForCausalLM
+
+from modeling_omnidrca import OmniDRCAFeatureExtractor, OmniDRCAProcessor, compose_from_backbones
+from modeling_omnidrca.tokenization import stream_token_ids, train_text_tokenizer
+from processing.corpus import load_facts
+from processing.schema import SYSTEM_PROMPTS
+
+
+def corpus_texts(corpus_path: str, split: str = "train") -> list[str]:
+    """Every text the model reads or writes in training, plus the fact list (held-out splits stay unseen)."""
+    rows = load_from_disk(corpus_path)[split]
+    fact_texts = [f"{subject} {answer}" for pairs in load_facts().values() for subject, answer in pairs]
+    return list(rows["question_text"]) + list(rows["answer_text"]) + list(SYSTEM_PROMPTS.values()) + fact_texts
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--corpus", required=True)
+    parser.add_argument("--whisper", required=True, help="a Whisper checkpoint folder (e.g. the converted tiny.en)")
+    parser.add_argument("--codec", required=True, help="a trained OmniDRCASpeechCodec folder")
+    parser.add_argument("--output", required=True)
+    parser.add_argument("--vocab-size", type=int, default=1024, help="BPE vocabulary of the text tokenizer")
+    parser.add_argument("--hidden-size", type=int, default=256)
+    parser.add_argument("--layers", type=int, default=6)
+    parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--kv-heads", type=int, default=2)
+    parser.add_argument("--intermediate-size", type=int, default=768)
+    parser.add_argument("--srh-hidden-size", type=int, default=192)
+    parser.add_argument("--srh-layers", type=int, default=2)
+    parser.add_argument("--group-size", type=int, default=5)
+    parser.add_argument("--speech-delay", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    torch.manual_seed(args.seed)
+    tokenizer = train_text_tokenizer(corpus_texts(args.corpus), vocab_size=args.vocab_size)
+    text_config = Qwen2Config(
+        vocab_size=len(tokenizer), hidden_size=args.hidden_size, intermediate_size=args.intermediate_size,
+        num_hidden_layers=args.layers, num_attention_heads=args.heads, num_key_value_heads=args.kv_heads,
+        max_position_embeddings=2048, tie_word_embeddings=True,
+    )  # fmt: skip
+    srh_config = dict(
+        model_type="qwen2", hidden_size=args.srh_hidden_size, intermediate_size=3 * args.srh_hidden_size,
+        num_hidden_layers=args.srh_layers, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+    )  # fmt: skip
+    with tempfile.TemporaryDirectory() as text_dir:
+        Qwen2ForCausalLM(text_config).save_pretrained(text_dir)
+        model = compose_from_backbones(
+            text_dir, args.whisper, codec_model=args.codec, srh_config=srh_config, group_size=args.group_size,
+            speech_delay=args.speech_delay, **stream_token_ids(tokenizer),
+        )  # fmt: skip
+    processor = OmniDRCAProcessor(
+        OmniDRCAFeatureExtractor(feature_size=model.config.audio_config.num_mel_bins), tokenizer,
+        group_size=model.config.group_size, speech_delay=model.config.speech_delay,
+        speech_vocab_size=model.config.speech_vocab_size,
+    )  # fmt: skip
+    processor.check_model_compatibility(model.config)
+    model.config.name_or_path = f"omnidrca-demo-init (Whisper from {args.whisper}, codec from {args.codec})"
+    model.save_pretrained(args.output)
+    processor.save_pretrained(args.output)
+    parts = {name: sum(p.numel() for p in module.parameters()) / 1e6 for name, module in [
+        ("speech encoder", model.model.audio_tower), ("text backbone", model.model.language_model),
+        ("SRH", model.speech_head), ("codec", model.speech_codec), ("all", model)]}
+    print(f"wrote {Path(args.output)}: " + ", ".join(f"{k} {v:.2f} M" for k, v in parts.items()))
+
+
+if __name__ == "__main__":
+    main()
