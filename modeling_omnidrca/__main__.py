@@ -32,6 +32,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="tests/fixtures/tiny-random-omnidrca", help="checkpoint folder or Hub id")
     parser.add_argument("--seconds", type=float, default=2.0, help="length of the synthetic question")
+    parser.add_argument("--audio", help="a question wav/flac to answer instead of the synthetic signal")
+    parser.add_argument("--save", default=None, help="write the spoken answer to this wav file")
+    parser.add_argument("--max-new-tokens", type=int, default=None, help="5 Hz steps to generate (12, or 60 with --audio)")
     args = parser.parse_args()
 
     processor = AutoProcessor.from_pretrained(args.model, trust_remote_code=True)
@@ -46,8 +49,15 @@ def main() -> None:
     for name, module in parts.items():
         print(f"  {name:24s} {sum(p.numel() for p in module.parameters()) / 1e6:8.3f} M params")
 
-    question = synthetic_speech(args.seconds)
-    conversation = [{"role": "user", "content": [{"type": "audio", "audio": question, "sampling_rate": 16000}]}]
+    if args.audio:
+        import soundfile as sf
+
+        question, rate = sf.read(args.audio, dtype="float32", always_2d=True)
+        question = question.mean(axis=1)
+        args.seconds = len(question) / rate
+    else:
+        question, rate = synthetic_speech(args.seconds), 16000
+    conversation = [{"role": "user", "content": [{"type": "audio", "audio": question, "sampling_rate": rate}]}]
     inputs = processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=True,
                                            return_dict=True, return_tensors="pt")
     frames = int(inputs["feature_attention_mask"].sum())
@@ -71,14 +81,21 @@ def main() -> None:
 
     # The public path: the user turn above, answered in text and speech in one parallel pass.
     begin = time.perf_counter()
-    generated = model.generate(**inputs, generation_mode="audio", max_new_tokens=12, do_sample=False)
+    steps = args.max_new_tokens or (60 if args.audio else 12)
+    generated = model.generate(**inputs, generation_mode="audio", max_new_tokens=steps, do_sample=False)
     elapsed = time.perf_counter() - begin
     (text,) = processor.post_process_multimodal_output(generated, generation_mode="text")
     (answer_wave,) = processor.post_process_multimodal_output(generated, generation_mode="audio")
     steps = generated.sequences.shape[1] - inputs["input_ids"].shape[1]
+    rate = model.speech_codec.config.sampling_rate
     print(f"greedy text+speech generation ({steps} steps, {elapsed * 1000:.0f} ms): text {text!r}, "
           f"speech {int(generated.speech_lengths[0])} codes -> {answer_wave.shape[0]} samples "
-          "(random weights: expect noise)")
+          f"({answer_wave.shape[0] / rate:.2f} s; a random checkpoint gives noise)")
+    if args.save:
+        import soundfile as sf
+
+        sf.write(args.save, answer_wave, rate)
+        print(f"spoken answer written to {args.save}")
 
     (wave,) = processor.decode_speech(batch["speech_ids"][:1], model.speech_codec)  # (1, L, k)
     rate = model.speech_codec.config.sampling_rate

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Reproduce checkpoints/omnidrca-demo from nothing but this repository, espeak-ng and the PyPI packages
+# (about 1.5 h on a 2-core CPU). Each step is skipped when its output exists, and the training steps resume
+# from their last complete checkpoint, so re-running after an interruption continues where it stopped.
+#   bash training/make_demo.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} TOKENIZERS_PARALLELISM=false
+[ -f data/corpus/corpus_info.json ] || \
+  python -m processing.build_corpus --output data/corpus --train 12000 --validation 200 --test 200 --seed 0 --workers 2
+[ -f runs/whisper-tiny.en/model.safetensors ] || python -m modeling_omnidrca.convert_ct2_whisper --output runs/whisper-tiny.en
+[ -f runs/codec/reconstruction.json ] || python -m training.train_codec --config training/configs/codec.yaml
+[ -f runs/omnidrca-init/model.safetensors ] || python -m training.init_model --corpus data/corpus \
+  --whisper runs/whisper-tiny.en --codec runs/codec --output runs/omnidrca-init
+[ -f runs/stage1/train_results.json ] || python -m training.train --config training/configs/stage1_alignment.yaml
+[ -f runs/stage2/train_results.json ] || python -m training.train --config training/configs/stage2_sft.yaml
+python -m training.evaluate --model runs/stage2 --corpus data/corpus --split test --output runs/eval/demo.json --no-progress
+python -m training.package_demo --run runs/stage2 --output checkpoints/omnidrca-demo --eval runs/eval/demo.json \
+  --corpus-info data/corpus/corpus_info.json
