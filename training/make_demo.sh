@@ -14,6 +14,8 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} TOKENIZERS_PARALLELISM=false
   --whisper runs/whisper-tiny.en --codec runs/codec --output runs/omnidrca-init
 [ -f runs/stage1/train_results.json ] || python -m training.train --config training/configs/stage1_alignment.yaml
 [ -f runs/stage2/train_results.json ] || python -m training.train --config training/configs/stage2_sft.yaml
-python -m training.evaluate --model runs/stage2 --corpus data/corpus --split test --output runs/eval/demo.json --no-progress
+# Package, evaluate the packaged checkpoint (float16 storage, as users get it), and put its table in the card.
+python -m training.package_demo --run runs/stage2 --output checkpoints/omnidrca-demo --corpus-info data/corpus/corpus_info.json
+python -m training.evaluate --model checkpoints/omnidrca-demo --corpus data/corpus --split test --output runs/eval/demo.json --no-progress
 python -m training.package_demo --run runs/stage2 --output checkpoints/omnidrca-demo --eval runs/eval/demo.json \
   --corpus-info data/corpus/corpus_info.json

@@ -36,7 +36,6 @@ pipeline_tag: any-to-any
 license: apache-2.0
 language: [en]
 tags: [omnidrca, speech-to-speech, spoken-language-model, demo]
-base_model_relation: finetune
 ---
 
 # omnidrca-demo
@@ -80,6 +79,7 @@ Targets: S2T accuracy >= 90 %, S2S accuracy (judged on speech) >= 80 %, ASR-WER 
 {table}
 
 `original_*_asr_wer` is the judge on the reference audio itself: the floor of any speech metric here.
+Stage 2 training curves: `training_curves.png`.
 
 ## Limitations
 
@@ -115,6 +115,9 @@ def main(argv: list[str] | None = None) -> None:
         {f"{stem}.wav": {"question": q, "voice": v, "rate": r, "pitch": p} for stem, (q, v, r, p) in EXAMPLES.items()},
         indent=2) + "\n")
 
+    curves = Path(args.run) / "training_curves.png"
+    if curves.exists():
+        (out / "training_curves.png").write_bytes(curves.read_bytes())
     table = "(not evaluated yet)"
     if args.eval:
         table = markdown_table(json.loads(Path(args.eval).read_text()))
