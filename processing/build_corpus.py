@@ -13,7 +13,7 @@ import argparse
 import json
 import time
 
-from processing.corpus import build_corpus
+from processing.corpus import FACTS_PATH, build_corpus
 from processing.schema import TASKS
 
 
@@ -25,6 +25,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--test", type=int, default=200, help="test rows (held-out voices/phrasings)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS, help="task families to include")
+    parser.add_argument("--facts", default=None, help="fact list TSV (relation, subject, answer); default: the demo's")
     parser.add_argument("--workers", type=int, default=1, help="parallel espeak-ng processes")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return parser.parse_args(argv)
@@ -34,7 +35,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     start = time.perf_counter()
     corpus = build_corpus(
-        args.output, args.train, args.validation, args.test, seed=args.seed, tasks=args.tasks,
+        args.output, args.train, args.validation, args.test, seed=args.seed, tasks=args.tasks, facts_path=args.facts or FACTS_PATH,
         num_workers=args.workers, progress=not args.no_progress,
     )  # fmt: skip
     counts = {split: len(ds) for split, ds in corpus.items()}

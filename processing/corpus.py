@@ -271,8 +271,10 @@ def plan_texts(task: str, split: str, rng: random.Random, facts: Facts) -> tuple
     return sentence, sentence, template.id
 
 
-def plan_split(split: str, num_rows: int, seed: int = 0, tasks: Sequence[str] = TASKS) -> list[RowPlan]:
-    """`num_rows` row plans for `split`; tasks balanced to within one row, order shuffled, all from `seed`."""
+def plan_split(split: str, num_rows: int, seed: int = 0, tasks: Sequence[str] = TASKS,
+               facts_path: str | Path = FACTS_PATH) -> list[RowPlan]:
+    """`num_rows` row plans for `split`; tasks balanced to within one row, order shuffled, all from `seed`.
+    `facts_path`: the fact list (TSV relation/subject/answer) questions are drawn from."""
     _check_split(split)
     tasks = tuple(tasks)
     unknown = sorted(set(tasks) - set(TASKS))
@@ -280,7 +282,7 @@ def plan_split(split: str, num_rows: int, seed: int = 0, tasks: Sequence[str] = 
         raise ValueError(f"tasks must be a non-empty subset of {TASKS}, got {tuple(tasks)}.")
     # One generator per split: a split's rows do not depend on the other splits' sizes.
     rng = random.Random(f"omnidrca-corpus/{seed}/{split}")
-    facts = load_facts()
+    facts = load_facts(facts_path)
     voices, rates, pitches = voice_pool(split)
     task_list = [tasks[i % len(tasks)] for i in range(num_rows)]
     rng.shuffle(task_list)
@@ -407,9 +409,9 @@ def plan_to_row(plan: RowPlan, clips: dict[SynthesisJob, np.ndarray]) -> dict:
 
 
 def build_split(split: str, num_rows: int, seed: int = 0, tasks: Sequence[str] = TASKS, num_workers: int = 1,
-                progress: bool = True) -> Dataset:
+                progress: bool = True, facts_path: str | Path = FACTS_PATH) -> Dataset:
     """Plan, synthesise and assemble one split as a `Dataset` with `processing.schema.FEATURES`."""
-    plans = plan_split(split, num_rows, seed, tasks)
+    plans = plan_split(split, num_rows, seed, tasks, facts_path)
     clips = synthesize_all(synthesis_jobs(plans), num_workers, progress, desc=f"espeak {split}")
     return rows_to_dataset([plan_to_row(p, clips) for p in plans])
 
@@ -483,7 +485,8 @@ def espeak_version() -> str:
 
 
 def build_corpus(output_dir: str | Path, num_train: int, num_validation: int, num_test: int, seed: int = 0,
-                 tasks: Sequence[str] = TASKS, num_workers: int = 1, progress: bool = True) -> DatasetDict:
+                 tasks: Sequence[str] = TASKS, num_workers: int = 1, progress: bool = True,
+                 facts_path: str | Path = FACTS_PATH) -> DatasetDict:
     """Build train/validation/test, save them with `save_to_disk(output_dir)` plus `corpus_info.json`.
 
     Train uses only train voices/rates/pitches/templates; validation and test only held-out ones.
@@ -494,7 +497,7 @@ def build_corpus(output_dir: str | Path, num_train: int, num_validation: int, nu
         raise ValueError(f"Split sizes must be >= 0, got {sizes}.")
     espeak_path()  # fail before any work if espeak-ng is missing
     corpus = DatasetDict(
-        {split: build_split(split, n, seed, tuple(tasks), num_workers, progress) for split, n in sizes.items()}
+        {split: build_split(split, n, seed, tuple(tasks), num_workers, progress, facts_path) for split, n in sizes.items()}
     )
     output_dir = Path(output_dir)
     # datasets writes an empty split as 0 shards, which load_from_disk cannot read back: give it one shard.
@@ -502,6 +505,7 @@ def build_corpus(output_dir: str | Path, num_train: int, num_validation: int, nu
     with _datasets_progress(progress):
         corpus.save_to_disk(str(output_dir), num_shards=empty_shards)
     info = corpus_info(corpus, seed, tasks)
+    info["facts"] = Path(facts_path).name
     (output_dir / "corpus_info.json").write_text(json.dumps(info, indent=2) + "\n")
     return corpus
 

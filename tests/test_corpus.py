@@ -292,3 +292,16 @@ def test_arrow_assembly_matches_from_dict(corpus):
     fast = C.rows_to_dataset(rows_, batch_rows=5)  # several batches, the last one partial
     slow = Dataset.from_dict({n: [r[n] for r in rows_] for n in FEATURES}, features=FEATURES)
     assert fast.features == FEATURES and fast.to_dict() == slow.to_dict() == corpus["train"].to_dict()
+
+
+def test_a_new_fact_list_replaces_the_demo_facts(tmp_path):
+    facts = tmp_path / "new_facts.tsv"
+    facts.write_text("relation\tsubject\tanswer\ncapital_of\tlatvia\triga\ncapital_of\tnepal\tkathmandu\n")
+    plans = C.plan_split("train", 60, seed=5, tasks=("s2t",), facts_path=facts)
+    statements = {p.answer_text for p in plans if " plus " not in p.answer_text and " minus " not in p.answer_text
+                  and " times " not in p.answer_text}
+    assert statements == {"the capital of latvia is riga", "the capital of nepal is kathmandu"}
+    # The shipped LoRA fact list shares no subject with the demo's: it is new to the demo model.
+    demo = {s for pairs in C.load_facts().values() for s, _ in pairs}
+    lora = {s for pairs in C.load_facts(C.FACTS_PATH.parent / "lora_capitals.tsv").values() for s, _ in pairs}
+    assert lora and not lora & demo
