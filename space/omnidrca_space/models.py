@@ -1,0 +1,87 @@
+"""Which checkpoints the Space offers, and loading each one once (lazily, shared by every visitor)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CHECKPOINTS = REPO_ROOT / "checkpoints"
+DEFAULT_MODEL = CHECKPOINTS / "omnidrca-demo"
+
+
+@dataclass
+class LoadedModel:
+    """A model and its processor, ready to answer."""
+
+    name: str
+    model: Any  # OmniDRCAForConditionalGeneration (from trust_remote_code)
+    processor: Any  # OmniDRCAProcessor
+    load_seconds: float
+
+    @property
+    def sampling_rate(self) -> int:
+        return int(self.model.speech_codec.config.sampling_rate)
+
+
+def find_checkpoints(root: str | Path = CHECKPOINTS) -> dict[str, str]:
+    """Display name -> folder of every `omnidrca-demo*` checkpoint under `root` (a folder with config.json)."""
+    root = Path(root)
+    if not root.is_dir():
+        return {}
+    return {p.name: str(p) for p in sorted(root.glob("omnidrca-demo*")) if (p / "config.json").is_file()}
+
+
+def model_choices(extra: str | None = None, root: str | Path = CHECKPOINTS) -> dict[str, str]:
+    """The dropdown's choices: the bundled checkpoints, plus `extra` (a folder or Hub id) first if it is new."""
+    found = find_checkpoints(root)
+    if extra is None:
+        return found
+    if str(Path(extra).resolve()) in {str(Path(p).resolve()) for p in found.values()}:
+        return found
+    label = Path(extra).name if Path(extra).exists() else extra
+    return {label: str(extra), **found}
+
+
+class ModelRegistry:
+    """Loads a checkpoint on first use and keeps it: switching models in the page never reloads one twice."""
+
+    def __init__(self, device: str = "cpu"):
+        self.device = device
+        self._loaded: dict[str, LoadedModel] = {}
+        self._lock = threading.Lock()  # two visitors picking a new model at once load it once
+
+    def get(self, name_or_path: str) -> LoadedModel:
+        with self._lock:
+            if name_or_path not in self._loaded:
+                self._loaded[name_or_path] = self._load(name_or_path)
+            return self._loaded[name_or_path]
+
+    def loaded(self) -> list[str]:
+        return list(self._loaded)
+
+    def _load(self, name_or_path: str) -> LoadedModel:
+        from transformers import AutoModel, AutoProcessor
+
+        start = time.perf_counter()
+        try:
+            processor = AutoProcessor.from_pretrained(name_or_path, trust_remote_code=True)
+            model = AutoModel.from_pretrained(name_or_path, trust_remote_code=True).to(self.device).eval().requires_grad_(False)
+        except OSError as error:
+            raise ValueError(
+                f"Could not load an OmniDRCA checkpoint from {name_or_path!r}: expected a folder (or Hub id) with "
+                "config.json, model.safetensors and the processor files, got an error: "
+                f"{error}. Fix: pass --model checkpoints/omnidrca-demo or another saved OmniDRCA folder."
+            ) from error
+        if not hasattr(model, "generate_stream"):
+            raise ValueError(
+                f"{name_or_path!r} loaded as {type(model).__name__}, expected an OmniDRCA model with "
+                "generate_stream. Fix: point --model at an OmniDRCA checkpoint."
+            )
+        return LoadedModel(str(name_or_path), model, processor, time.perf_counter() - start)
+
+
+__all__ = ["CHECKPOINTS", "DEFAULT_MODEL", "LoadedModel", "ModelRegistry", "find_checkpoints", "model_choices"]

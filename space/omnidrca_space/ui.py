@@ -1,0 +1,221 @@
+"""The Space's page: `build_demo(model)` returns the gradio Blocks; `respond` is its one event handler."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import numpy as np
+import soundfile as sf
+
+from .audio import MAX_SECONDS, InputProblem, load_question, wav_bytes
+from .chat import MAX_TYPED_CHARS, MODES, TASKS, Sampling, build_conversation, stream_answer, user_turn
+from .models import CHECKPOINTS, DEFAULT_MODEL, REPO_ROOT, ModelRegistry, model_choices
+from .plots import answer_figure
+
+logger = logging.getLogger("omnidrca_space")
+SPACE_DIR = Path(__file__).resolve().parents[1]
+EXAMPLE_DIRS = (DEFAULT_MODEL / "examples", SPACE_DIR / "examples")
+FACTS = REPO_ROOT / "processing" / "data" / "demo_facts.tsv"
+ANSWERS_DIR = Path(tempfile.gettempdir()) / "omnidrca-space-answers"  # gradio serves files under the temp dir
+
+INTRO = f"""
+# OmniDRCA: ask by voice, hear the answer
+The model hears your spoken question and answers **in text and speech at the same time**, in one pass
+(the text streams in while the speech plays).
+
+**This is a small demo model** (19 M parameters) trained from scratch on a 2-core CPU, on synthetic
+espeak-ng voices only. It knows a closed domain, and has never heard a human voice, so speak slowly and
+clearly, or start with the bundled examples below.
+
+| It can answer | Say for example |
+|---|---|
+| arithmetic: plus and minus up to 12, times up to 10 | “what is seven plus twelve”, “how much is three times four” |
+| capitals of about 40 countries | “what is the capital of france” |
+| colours, animal sounds, opposites | “what color is the sky”, “what sound does a cat make”, “what is the opposite of big” |
+| transcription, repeat after me | choose the task, then say “the capital of japan is tokyo” |
+
+Typed text (with no recording) is read aloud. Clips are limited to {MAX_SECONDS:.0f} s.
+"""
+
+
+def load_examples() -> list[tuple[str, str]]:
+    """(wav path, question) for every bundled example: the checkpoint's, then the Space's own."""
+    examples = []
+    for folder in EXAMPLE_DIRS:
+        index = folder / "questions.json"
+        if index.is_file():
+            for name, info in json.loads(index.read_text()).items():
+                if (folder / name).is_file():
+                    examples.append((str(folder / name), info["question"]))
+    return examples
+
+
+def fact_list_markdown(path: Path = FACTS) -> str:
+    """Every fact subject the demo was trained on, grouped by relation, for the 'what can it answer' panel."""
+    if not path.is_file():
+        return "The fact list (processing/data/demo_facts.tsv) is not in this checkout."
+    groups: dict[str, list[str]] = {}
+    with open(path, newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f, delimiter="\t"):
+            groups.setdefault(row["relation"].replace("_", " "), []).append(row["subject"])
+    return "\n".join(f"- **{relation}**: {', '.join(subjects)}" for relation, subjects in groups.items())
+
+
+def notice(history: list, message: str) -> list:
+    """Show a problem the visitor can fix: a toast, and a line in the chat that stays."""
+    gr.Warning(message)
+    return [*history, {"role": "assistant", "content": f"ℹ️ {message}"}]
+
+
+def save_answer(wave: np.ndarray, rate: int) -> str:
+    ANSWERS_DIR.mkdir(exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=ANSWERS_DIR, suffix=".wav", delete=False) as f:
+        sf.write(f, wave, rate, format="WAV", subtype="PCM_16")
+        return f.name
+
+
+def make_respond(registry: ModelRegistry, stream_audio: bool = True):
+    """The event handler, bound to the page's model registry."""
+
+    def respond(
+        model_name: str, audio_path: str | None, typed: str, task_label: str, mode_label: str, use_context: bool,
+        do_sample: bool, temperature: float, top_k: float, top_p: float, max_new_tokens: float, seed: float | None,
+        history: list | None, turns: list | None,
+    ) -> Iterator[tuple[Any, ...]]:
+        """Yield (chat, live audio chunk, answer wav, plot, status, context turns) as the answer grows."""
+        history, turns = list(history or []), list(turns or [])
+        typed = (typed or "").strip()
+        try:
+            if audio_path:
+                wave, rate = load_question(audio_path)
+                turn, task = user_turn(wave, rate, ""), TASKS.get(task_label, "s2s")
+                shown = [{"role": "user", "content": {"path": audio_path}}]
+                if typed:
+                    gr.Info("Answering the recording; the typed text is only read aloud when there is no recording.")
+            elif typed:
+                if len(typed) > MAX_TYPED_CHARS:
+                    raise InputProblem(f"The text has {len(typed)} characters; type at most {MAX_TYPED_CHARS}.")
+                turn, task, shown = user_turn(None, 0, typed), "t2s", [{"role": "user", "content": typed}]
+            else:
+                raise InputProblem("Record or upload a question (or type a sentence to hear it read aloud), then click Ask.")
+            loaded = registry.get(model_name)
+        except ValueError as problem:  # InputProblem, or a checkpoint that does not load: the message says why
+            yield notice(history, str(problem)), None, None, None, "", turns
+            return
+        except Exception as error:
+            logger.exception("input or model loading failed")
+            yield notice(history, f"Could not prepare this question ({type(error).__name__}): {error}"), \
+                None, None, None, "", turns
+            return
+
+        mode = MODES.get(mode_label, "audio")
+        sampling = Sampling(bool(do_sample), temperature, int(top_k), top_p, int(max_new_tokens),
+                            None if seed is None else int(seed))
+        conversation = build_conversation(task, turn, turns if use_context else None)
+        history = [*history, *shown, {"role": "assistant", "content": ""}]
+        yield history, None, None, None, "thinking…", turns
+
+        start, first_audio, text, chunks = time.perf_counter(), None, "", []
+        try:
+            for piece, chunk in stream_answer(loaded, conversation, mode, sampling):
+                text += piece
+                history[-1] = {"role": "assistant", "content": text}
+                live = None
+                if chunk is not None and len(chunk):
+                    chunks.append(chunk)
+                    first_audio = first_audio or time.perf_counter() - start
+                    live = wav_bytes(chunk, loaded.sampling_rate) if stream_audio else None
+                yield history, live, None, None, "answering…", turns
+        except Exception as error:  # never let one request take the server down: tell the visitor, log the rest
+            logger.exception("generation failed")
+            yield notice(history[:-1], f"The model failed on this input ({type(error).__name__}). Try another question."), \
+                None, None, None, "", turns
+            return
+
+        seconds = time.perf_counter() - start
+        answer = text.strip() or "(no words)"
+        history[-1] = {"role": "assistant", "content": answer}
+        wav_path, figure = None, None
+        status = f"{Path(model_name).name}: answered in {seconds:.2f} s"
+        if chunks:
+            wave = np.concatenate(chunks)
+            wav_path = save_answer(wave, loaded.sampling_rate)
+            history.append({"role": "assistant", "content": {"path": wav_path}})
+            figure = answer_figure(wave, loaded.sampling_rate)
+            status += f", first audio after {first_audio:.2f} s, {len(wave) / loaded.sampling_rate:.1f} s of speech"
+        turns = [*turns, turn, {"role": "assistant", "content": answer}]
+        yield history, None, wav_path, figure, status, turns
+
+    return respond
+
+
+def build_demo(model: str | None = None, checkpoints: str | Path = CHECKPOINTS,
+               registry: ModelRegistry | None = None, stream_audio: bool = True) -> gr.Blocks:
+    """The page. `model` (a folder or Hub id) is selected first; the dropdown also lists every
+    `checkpoints/omnidrca-demo*` folder. The selected model is loaded now, the others on first use.
+    `stream_audio=False` (no ffmpeg for gradio's live stream) hides the live player and autoplays the file."""
+    registry = registry or ModelRegistry()
+    choices = model_choices(model, checkpoints)
+    if not choices:
+        raise ValueError(f"No OmniDRCA checkpoint found: expected {DEFAULT_MODEL} or --model <folder or Hub id>, "
+                         f"got an empty {checkpoints}. Fix: run from a checkout, or pass --model.")
+    selected = str(model) if model is not None else next(iter(choices.values()))
+    registry.get(selected)  # load once at start-up: the first visitor should not wait for it
+    examples = load_examples()
+
+    with gr.Blocks(title="OmniDRCA demo") as demo:
+        gr.Markdown(INTRO)
+        with gr.Row():
+            with gr.Column(scale=2):
+                model_box = gr.Dropdown([(k, v) for k, v in choices.items()], value=selected, label="Model",
+                                        info="Loaded on first use, then kept.")
+                audio_in = gr.Audio(sources=["microphone", "upload"], type="filepath", label="Your question (speak or upload)",
+                                    elem_id="question-audio")
+                typed_in = gr.Textbox(label="Or type a sentence to hear it read aloud", lines=1,
+                                      max_length=MAX_TYPED_CHARS, elem_id="typed-text")
+                task_in = gr.Radio(list(TASKS), value=next(iter(TASKS)), label="Task")
+                mode_in = gr.Radio(list(MODES), value="Text and speech", label="Answer in")
+                context_in = gr.Checkbox(value=False, label="Send earlier turns as context",
+                                         info="Off by default: the demo model was trained on single questions.")
+                with gr.Row():
+                    ask = gr.Button("Ask", variant="primary", elem_id="ask")
+                    clear = gr.Button("Clear chat")
+                with gr.Accordion("Sampling", open=False):
+                    do_sample = gr.Checkbox(value=False, label="Sample (off: greedy, as evaluated)")
+                    temperature = gr.Slider(0.1, 1.5, value=0.7, step=0.05, label="Temperature")
+                    top_k = gr.Slider(0, 200, value=50, step=1, label="Top-k (0: off)")
+                    top_p = gr.Slider(0.1, 1.0, value=0.95, step=0.01, label="Top-p")
+                    max_new_tokens = gr.Slider(10, 150, value=60, step=5, label="Max answer steps (5 per second)")
+                    seed = gr.Number(value=0, precision=0, label="Seed")
+                if examples:
+                    gr.Examples([[path] for path, _ in examples], inputs=[audio_in],
+                                example_labels=[question for _, question in examples], label="Spoken examples")
+            with gr.Column(scale=3):
+                chat = gr.Chatbot(label="Conversation", height=380, elem_id="chat")
+                status = gr.Markdown(elem_id="status")
+                live = gr.Audio(label="Spoken answer (live)", streaming=True, autoplay=True, visible=stream_audio,
+                                elem_id="live-audio")
+                answer_audio = gr.Audio(label="Spoken answer (file)", type="filepath", autoplay=not stream_audio,
+                                        elem_id="answer-audio")
+                plot = gr.Plot(label="Waveform and spectrogram of the spoken answer")
+        with gr.Accordion("Everything the demo model knows", open=False):
+            gr.Markdown(fact_list_markdown())
+
+        turns = gr.State([])
+        inputs = [model_box, audio_in, typed_in, task_in, mode_in, context_in, do_sample, temperature, top_k, top_p,
+                  max_new_tokens, seed, chat, turns]
+        outputs = [chat, live, answer_audio, plot, status, turns]
+        ask.click(make_respond(registry, stream_audio), inputs, outputs, api_name="answer")
+        clear.click(lambda: ([], None, None, None, "", []), None, outputs, api_name=False)
+    return demo
+
+
+__all__ = ["build_demo", "fact_list_markdown", "load_examples", "make_respond"]
