@@ -160,6 +160,20 @@ QUESTION_TEMPLATES: dict[str, tuple[Template, ...]] = {
          "which word is the opposite of {subject}", "what word means the opposite of {subject}"],
         ["give me the opposite of {subject}", "do you know the opposite of {subject}"],
     ),
+    # Relations the demo model never saw, for the LoRA demonstration (processing/data/lora_numbers.tsv). Their
+    # answers reuse the arithmetic statement, so every answer word is one the frozen speech head can already say.
+    "double_of": _templates(
+        "double_of",
+        ["what is double {subject}", "what is twice {subject}", "tell me double {subject}",
+         "how much is {subject} doubled"],
+        ["can you double {subject}", "what do you get if you double {subject}"],
+    ),
+    "square_of": _templates(
+        "square_of",
+        ["what is {subject} squared", "what is the square of {subject}", "tell me {subject} squared",
+         "how much is {subject} squared"],
+        ["can you square {subject}", "what do you get if you square {subject}"],
+    ),
 }  # fmt: skip
 # One answer form per kind: the model should learn one short way to answer, not to mirror the phrasing.
 ANSWER_FORMATS = {
@@ -168,6 +182,8 @@ ANSWER_FORMATS = {
     "color_of": "{subject} is {answer}",
     "sound_of": "{subject} says {answer}",
     "opposite_of": "the opposite of {subject} is {answer}",
+    "double_of": "{subject} plus {subject} is {answer}",
+    "square_of": "{subject} times {subject} is {answer}",
 }
 # Sentences read aloud (asr, repeat) or typed (t2s): a true statement {s} inside a carrier phrase.
 SENTENCE_TEMPLATES = _templates(

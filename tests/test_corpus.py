@@ -305,3 +305,34 @@ def test_a_new_fact_list_replaces_the_demo_facts(tmp_path):
     demo = {s for pairs in C.load_facts().values() for s, _ in pairs}
     lora = {s for pairs in C.load_facts(C.FACTS_PATH.parent / "lora_capitals.tsv").values() for s, _ in pairs}
     assert lora and not lora & demo
+
+
+def _words_to_int(words: str) -> int:
+    """Independent of the corpus code: English number words (0..100) back to an int."""
+    ones = "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen " \
+           "seventeen eighteen nineteen".split()
+    tens = {"twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90}
+    if words == "one hundred":
+        return 100
+    parts = words.split()
+    return tens[parts[0]] + (ones.index(parts[1]) if len(parts) > 1 else 0) if parts[0] in tens else ones.index(words)
+
+
+def test_lora_number_relations_are_new_questions_with_known_answer_words():
+    facts = C.load_facts(C.FACTS_PATH.parent / "lora_numbers.tsv")
+    assert set(facts) == {"double_of", "square_of"} and not set(facts) & set(C.load_facts())
+    for subject, answer in facts["double_of"]:
+        assert _words_to_int(answer) == 2 * _words_to_int(subject)
+    for subject, answer in facts["square_of"]:
+        assert _words_to_int(answer) == _words_to_int(subject) ** 2
+    plans = C.plan_split("test", 200, seed=1, tasks=("s2t", "s2s"), facts_path=C.FACTS_PATH.parent / "lora_numbers.tsv")
+    new = [p for p in plans if p.template.split("/")[0] in facts]
+    assert new and all(C.ALL_TEMPLATES[p.template].held_out for p in new)
+    # The answer restates the sum/product, so every answer word is one the demo model already says.
+    for p in new:
+        statement, answer = p.answer_text.split(" is ")
+        a, op, b = statement.split(" ", 2)
+        assert a == b and op == ("plus" if p.template.startswith("double_of") else "times")
+        n = _words_to_int(a)
+        assert _words_to_int(answer) == (2 * n if op == "plus" else n * n)
+        assert a in p.question_text.split()

@@ -67,5 +67,12 @@ def test_harness_runs_end_to_end_on_three_examples(tmp_path):
     # The tiny random model answers nonsense: it cannot be right, and the table says the targets are missed.
     assert saved["metrics"]["s2t_accuracy"] == 0.0
     assert "missed" in out.with_suffix(".md").read_text()
+    # Question answers are also broken down by kind of question (the row template's relation).
+    from datasets import load_from_disk
+
+    (row,) = [r for r in load_from_disk(str(corpus))["test"] if r["task"] == "s2s"][:1]
+    kind = row["template"].split("/")[0]
+    assert saved["by_kind"] == {kind: {"s2t_accuracy": [0, 1], "s2s_accuracy": [0, 1]}}
+    assert f"| {kind} | 0/1 (0 %) | 0/1 (0 %) |" in out.with_suffix(".md").read_text()
     # The judge hears the reference answers far better than the random codec's reconstruction of them.
     assert saved["metrics"]["original_answer_asr_wer"] < saved["metrics"]["codec_asr_wer"]

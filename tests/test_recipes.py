@@ -75,7 +75,8 @@ def test_stage_configs_parse_with_project_defaults():
     assert set(script.tasks) == {"asr", "s2t", "s2s", "t2s", "repeat"}
     assert model.model_name_or_path == "runs/stage1"  # stage 2 continues from stage 1
     script, args, model = parse("lora.yaml")
-    assert model.use_peft and model.lora_modules_to_save == ["speech_head"]
+    # The demonstration keeps the speech head frozen (training it overfit the SRH): adapters only.
+    assert model.use_peft and not model.lora_modules_to_save and script.dataset_path == "data/lora-numbers"
     # Command-line flags override the YAML.
     script, args, _ = lm_recipe.make_parser().parse_args_and_config(
         ["--config", str(CONFIGS / "stage2_sft.yaml"), "--max_steps", "7", "--tasks", "s2t"])

@@ -149,7 +149,7 @@ def evaluate(model, processor, dataset, judge: WhisperJudge, per_task: int | Non
              codec_floor: bool = True) -> dict:
     """Run every metric of the module docstring on `dataset` (rows in the `processing.schema` format)."""
     rows = select(dataset, ("s2t", "s2s", "asr", "t2s", "repeat"), per_task)
-    records, counts = [], {}
+    records, counts, by_kind = [], {}, {}
 
     def add(metric: str, value: float | tuple[int, int]) -> None:
         counts.setdefault(metric, []).append(value)
@@ -163,8 +163,15 @@ def evaluate(model, processor, dataset, judge: WhisperJudge, per_task: int | Non
             heard = judge(speech_answer.wave, speech_answer.sampling_rate)
             record.update(expected=row["answer_text"], text_answer=text_answer.text, audio_text=speech_answer.text,
                           speech_transcript=heard)
-            add("s2t_accuracy", is_correct(row["answer_text"], text_answer.text))
-            add("s2s_accuracy", is_correct(row["answer_text"], heard))
+            text_ok, speech_ok = is_correct(row["answer_text"], text_answer.text), is_correct(row["answer_text"], heard)
+            add("s2t_accuracy", text_ok)
+            add("s2s_accuracy", speech_ok)
+            # Per kind of question ("arithmetic", "capital_of", ...: the template id's prefix), because a
+            # mixed score hides which relation an adapter taught or which one it made the model forget.
+            kind = by_kind.setdefault(question_kind(row), {"s2t_accuracy": [0, 0], "s2s_accuracy": [0, 0]})
+            for name, ok in (("s2t_accuracy", text_ok), ("s2s_accuracy", speech_ok)):
+                kind[name][0] += int(ok)
+                kind[name][1] += 1
             add("s2s_text_accuracy", is_correct(row["answer_text"], speech_answer.text))
             add("generated_speech_asr_wer", word_errors(speech_answer.text, heard))
         elif task == "asr":
@@ -190,7 +197,12 @@ def evaluate(model, processor, dataset, judge: WhisperJudge, per_task: int | Non
             metrics[name] = sum(e for e, _ in values) / max(sum(n for _, n in values), 1)
         else:
             metrics[name] = sum(values) / len(values)
-    return {"metrics": metrics, "counts": sizes, "examples": records}
+    return {"metrics": metrics, "counts": sizes, "by_kind": dict(sorted(by_kind.items())), "examples": records}
+
+
+def question_kind(row: dict) -> str:
+    """"arithmetic", "capital_of", ... from the row's template id; "other" for imported rows without one."""
+    return row.get("template", "").split("/")[0] or "other"
 
 
 def markdown_table(results: dict) -> str:
@@ -203,6 +215,11 @@ def markdown_table(results: dict) -> str:
             met = value >= bound if op == ">=" else value <= bound
             target = f"{op} {100 * bound:.0f} % ({'met' if met else 'missed'})"
         lines.append(f"| {name} | {percent} | {results['counts'][name]} | {target} |")
+    if results.get("by_kind"):
+        lines += ["", "| question kind | S2T correct | S2S correct (judged on speech) |", "|---|---:|---:|"]
+        for kind, scores in results["by_kind"].items():
+            cells = [f"{ok}/{n} ({100 * ok / max(n, 1):.0f} %)" for ok, n in (scores["s2t_accuracy"], scores["s2s_accuracy"])]
+            lines.append(f"| {kind} | {cells[0]} | {cells[1]} |")
     return "\n".join(lines)
 
 
