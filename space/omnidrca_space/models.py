@@ -67,6 +67,15 @@ class ModelRegistry:
         from transformers import AutoModel, AutoProcessor
 
         start = time.perf_counter()
+        path = Path(name_or_path)
+        # A missing local folder would otherwise be tried as a Hub id: a network wait, then a confusing error.
+        looks_local = path.is_absolute() or name_or_path.startswith((".", "~")) or (
+            path.parent != Path(".") and path.parent.exists())
+        if looks_local and not path.exists():
+            raise ValueError(
+                f"Could not load an OmniDRCA checkpoint from {name_or_path!r}: expected an existing folder (or a Hub "
+                "id like owner/name), got a path that does not exist. Fix: pass --model checkpoints/omnidrca-demo."
+            )
         try:
             processor = AutoProcessor.from_pretrained(name_or_path, trust_remote_code=True)
             model = AutoModel.from_pretrained(name_or_path, trust_remote_code=True).to(self.device).eval().requires_grad_(False)

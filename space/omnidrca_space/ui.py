@@ -24,6 +24,7 @@ logger = logging.getLogger("omnidrca_space")
 SPACE_DIR = Path(__file__).resolve().parents[1]
 EXAMPLE_DIRS = (DEFAULT_MODEL / "examples", SPACE_DIR / "examples")
 FACTS = REPO_ROOT / "processing" / "data" / "demo_facts.tsv"
+TEXT_UPDATE_S = 0.1
 ANSWERS_DIR = Path(tempfile.gettempdir()) / "omnidrca-space-answers"  # gradio serves files under the temp dir
 
 INTRO = f"""
@@ -46,15 +47,15 @@ Typed text (with no recording) is read aloud. Clips are limited to {MAX_SECONDS:
 """
 
 
-def load_examples() -> list[tuple[str, str]]:
-    """(wav path, question) for every bundled example: the checkpoint's, then the Space's own."""
+def load_examples() -> list[tuple[str, str, str]]:
+    """(wav path, question, task) for every bundled example: the checkpoint's, then the Space's own."""
     examples = []
     for folder in EXAMPLE_DIRS:
         index = folder / "questions.json"
         if index.is_file():
             for name, info in json.loads(index.read_text()).items():
                 if (folder / name).is_file():
-                    examples.append((str(folder / name), info["question"]))
+                    examples.append((str(folder / name), info["question"], info.get("task", next(iter(TASKS)))))
     return examples
 
 
@@ -121,19 +122,23 @@ def make_respond(registry: ModelRegistry, stream_audio: bool = True):
                             None if seed is None else int(seed))
         conversation = build_conversation(task, turn, turns if use_context else None)
         history = [*history, *shown, {"role": "assistant", "content": ""}]
-        yield history, None, None, None, "thinking…", turns
+        yield list(history), None, None, None, "thinking…", turns
 
-        start, first_audio, text, chunks = time.perf_counter(), None, "", []
+        start, first_audio, text, chunks, shown_at = time.perf_counter(), None, "", [], 0.0
         try:
             for piece, chunk in stream_answer(loaded, conversation, mode, sampling):
                 text += piece
                 history[-1] = {"role": "assistant", "content": text}
-                live = None
+                live, now = None, time.perf_counter()
                 if chunk is not None and len(chunk):
                     chunks.append(chunk)
-                    first_audio = first_audio or time.perf_counter() - start
+                    first_audio = first_audio or now - start
                     live = wav_bytes(chunk, loaded.sampling_rate) if stream_audio else None
-                yield history, live, None, None, "answering…", turns
+                # Every yield re-sends the chat to the browser: audio chunks go out at once, text at most
+                # every TEXT_UPDATE_S (a word every ~0.2 s of speech reads as live; 20 updates/s cost CPU).
+                if live is not None or now - shown_at >= TEXT_UPDATE_S:
+                    shown_at = now
+                    yield list(history), live, None, None, "answering…", turns  # a copy: each yield is a snapshot
         except Exception as error:  # never let one request take the server down: tell the visitor, log the rest
             logger.exception("generation failed")
             yield notice(history[:-1], f"The model failed on this input ({type(error).__name__}). Try another question."), \
@@ -196,8 +201,8 @@ def build_demo(model: str | None = None, checkpoints: str | Path = CHECKPOINTS,
                     max_new_tokens = gr.Slider(10, 150, value=60, step=5, label="Max answer steps (5 per second)")
                     seed = gr.Number(value=0, precision=0, label="Seed")
                 if examples:
-                    gr.Examples([[path] for path, _ in examples], inputs=[audio_in],
-                                example_labels=[question for _, question in examples], label="Spoken examples")
+                    gr.Examples([[path, task] for path, _, task in examples], inputs=[audio_in, task_in],
+                                example_labels=[question for _, question, _ in examples], label="Spoken examples")
             with gr.Column(scale=3):
                 chat = gr.Chatbot(label="Conversation", height=380, elem_id="chat")
                 status = gr.Markdown(elem_id="status")

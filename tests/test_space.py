@@ -1,0 +1,164 @@
+"""The Space's logic without a server: input checks, prompts, model listing/caching, the streaming handler."""
+
+import io
+import json
+import shutil
+import sys
+import wave as wavlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "space"))
+
+from omnidrca_space import (  # noqa: E402
+    SYSTEM_PROMPTS,
+    InputProblem,
+    ModelRegistry,
+    build_conversation,
+    build_demo,
+    find_checkpoints,
+    load_question,
+    make_respond,
+    model_choices,
+)
+from omnidrca_space.ui import load_examples  # noqa: E402
+
+DEMO = ROOT / "checkpoints" / "omnidrca-demo"
+QUESTION = DEMO / "examples" / "seven_plus_twelve.wav"
+SETTINGS = dict(do_sample=False, temperature=0.7, top_k=50, top_p=0.95, max_new_tokens=60, seed=0)
+
+
+@pytest.fixture(scope="module")
+def registry():
+    torch.set_num_threads(1)  # single-token steps: one thread is fastest on this CPU (README)
+    return ModelRegistry()
+
+
+def run(respond, model=str(DEMO), audio=str(QUESTION), typed="", task="Answer my question", mode="Text and speech",
+        history=None, turns=None):
+    return list(respond(model, audio, typed, task, mode, False, *SETTINGS.values(), history or [], turns or []))
+
+
+def test_system_prompts_are_the_ones_the_demo_was_trained_with():
+    from processing.schema import SYSTEM_PROMPTS as TRAINED
+
+    assert {task: TRAINED[task] for task in SYSTEM_PROMPTS} == SYSTEM_PROMPTS
+    conversation = build_conversation("asr", {"role": "user", "content": "x"})
+    assert conversation[0] == {"role": "system", "content": TRAINED["asr"]}
+    with pytest.raises(ValueError, match="task must be one of"):
+        build_conversation("chat", {"role": "user", "content": "x"})
+
+
+def test_context_keeps_the_last_turns_and_never_opens_on_an_answer():
+    turns = [{"role": "user", "content": f"q{i}"} if i % 2 == 0 else {"role": "assistant", "content": f"a{i}"}
+             for i in range(7)]  # q0 a1 q2 a3 q4 a5 q6
+    conversation = build_conversation("s2s", {"role": "user", "content": "now"}, turns)
+    assert [m["content"] for m in conversation[1:]] == ["q4", "a5", "q6", "now"]
+
+
+def test_question_audio_is_read_as_mono_and_bad_inputs_say_what_to_do(tmp_path):
+    stereo = np.stack([np.sin(np.arange(48000) / 7), np.zeros(48000)], axis=1).astype(np.float32) * 0.5
+    sf.write(tmp_path / "stereo.flac", stereo, 48000)
+    wave, rate = load_question(tmp_path / "stereo.flac")
+    assert wave.shape == (48000,) and rate == 48000
+
+    (tmp_path / "notes.txt").write_text("not audio")
+    sf.write(tmp_path / "empty.wav", np.zeros(0, np.float32), 16000)
+    sf.write(tmp_path / "silent.wav", np.zeros(32000, np.float32), 16000)
+    sf.write(tmp_path / "long.wav", 0.1 * np.ones(16000 * 31, np.float32), 16000)
+    cases = {"notes.txt": "could not read", "empty.wav": "empty", "silent.wav": "silence", "long.wav": "at most 30 s"}
+    for name, message in cases.items():
+        with pytest.raises(InputProblem, match=message):
+            load_question(tmp_path / name)
+    with pytest.raises(InputProblem, match="Record a question"):
+        load_question(None)
+
+
+def test_checkpoint_list_finds_demo_folders_and_puts_the_given_model_first(tmp_path):
+    for name in ("omnidrca-demo", "omnidrca-demo-diffusion", "other-model"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text("{}")
+    (tmp_path / "omnidrca-demo-empty").mkdir()  # no config.json: not a checkpoint
+    assert list(find_checkpoints(tmp_path)) == ["omnidrca-demo", "omnidrca-demo-diffusion"]
+    assert list(model_choices(str(tmp_path / "other-model"), tmp_path)) == [
+        "other-model", "omnidrca-demo", "omnidrca-demo-diffusion"]
+    assert list(model_choices(str(tmp_path / "omnidrca-demo"), tmp_path)) == ["omnidrca-demo", "omnidrca-demo-diffusion"]
+    assert list(model_choices("someone/omnidrca-hub", tmp_path))[0] == "someone/omnidrca-hub"
+    assert find_checkpoints(tmp_path / "missing") == {}
+
+
+def test_handler_streams_text_and_audio_then_gives_the_wav_and_plot(registry):
+    steps = run(make_respond(registry))
+    history, _, wav_path, figure, status, turns = steps[-1]
+    assert history[0]["role"] == "user" and history[1] == {"role": "assistant", "content": "seven plus twelve is nineteen"}
+    assert history[2]["content"]["path"] == wav_path  # the spoken answer stays playable in the chat
+    # Streaming: the chat grows over several yields and audio chunks arrive before the end.
+    partial = [s[0][-1]["content"] for s in steps[1:-1] if isinstance(s[0][-1]["content"], str)]
+    assert len(steps) >= 4 and partial[0] != partial[-1]
+    chunks = [s[1] for s in steps if s[1] is not None]
+    assert chunks and all(c[:4] == b"RIFF" for c in chunks)
+    streamed = sum(wavlib.open(io.BytesIO(c)).getnframes() for c in chunks)
+    wave, rate = sf.read(wav_path)
+    assert rate == 16000 and len(wave) == streamed and len(wave) > 8000 and np.sqrt(np.mean(wave**2)) > 0.01
+    assert figure is not None and "first audio after" in status
+    assert [t["role"] for t in turns] == ["user", "assistant"] and turns[1]["content"] == "seven plus twelve is nineteen"
+
+
+def test_text_mode_has_no_audio_and_typed_text_is_read_aloud(registry):
+    respond = make_respond(registry)
+    history, _, wav_path, figure, _, _ = run(respond, mode="Text")[-1]
+    assert history[-1]["content"] == "seven plus twelve is nineteen" and wav_path is None and figure is None
+    history, _, wav_path, _, _, _ = run(respond, audio=None, typed="the sky is blue")[-1]
+    assert history[0] == {"role": "user", "content": "the sky is blue"}
+    assert history[1]["content"] == "the sky is blue" and sf.info(wav_path).duration > 0.5
+
+
+def test_bad_inputs_become_a_message_in_the_chat(registry, tmp_path):
+    respond = make_respond(registry)
+    (tmp_path / "photo.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100))
+    for audio, typed, expected in [(None, "", "Record or upload"), (str(tmp_path / "photo.png"), "", "could not read"),
+                                   (None, "x" * 301, "at most 300")]:
+        with pytest.warns(UserWarning, match=expected):  # gr.Warning: the page's toast
+            (final,) = run(respond, audio=audio, typed=typed, history=[{"role": "user", "content": "earlier"}])
+        history = final[0]
+        assert history[0]["content"] == "earlier" and history[-1]["role"] == "assistant"
+        assert history[-1]["content"].startswith("ℹ️") and expected in history[-1]["content"]
+    with pytest.warns(UserWarning, match="Could not load"):
+        (final,) = run(respond, model=str(tmp_path / "no-such-model"))
+    assert "Could not load an OmniDRCA checkpoint" in final[0][-1]["content"]
+
+
+def test_model_dropdown_loads_each_checkpoint_once_on_first_use(tmp_path):
+    # A stand-in for the second demo model: the same checkpoint under another omnidrca-demo* name.
+    shutil.copytree(DEMO, tmp_path / "omnidrca-demo")
+    (tmp_path / "omnidrca-demo-diffusion").symlink_to(tmp_path / "omnidrca-demo")
+    registry = ModelRegistry()
+    demo = build_demo(checkpoints=tmp_path, registry=registry)
+    dropdown = next(c for c in demo.blocks.values() if getattr(c, "label", None) == "Model")
+    assert [label for label, _ in dropdown.choices] == ["omnidrca-demo", "omnidrca-demo-diffusion"]
+    assert registry.loaded() == [str(tmp_path / "omnidrca-demo")]  # only the selected one at start-up
+    second = str(tmp_path / "omnidrca-demo-diffusion")
+    history = run(make_respond(registry), model=second, mode="Text")[-1][0]
+    assert history[-1]["content"] == "seven plus twelve is nineteen"
+    first_load = registry.get(second)
+    assert registry.loaded() == [str(tmp_path / "omnidrca-demo"), second] and registry.get(second) is first_load
+
+
+def test_bundled_examples_and_space_files():
+    examples = load_examples()
+    assert len(examples) >= 7 and all(Path(path).is_file() for path, _, _ in examples)
+    assert ("what is seven plus twelve" in [q for _, q, _ in examples]) and {t for _, _, t in examples} >= {
+        "Answer my question", "Repeat after me"}
+    own = json.loads((ROOT / "space" / "examples" / "questions.json").read_text())
+    for name in own:
+        assert (ROOT / "space" / "examples" / name).stat().st_size < 200_000
+        assert sf.info(ROOT / "space" / "examples" / name).samplerate == 16000
+    header = (ROOT / "space" / "README.md").read_text().split("---")[1]
+    assert "sdk: gradio" in header and "app_file: space/app.py" in header
+    requirements = (ROOT / "space" / "requirements.txt").read_text()
+    assert "-e .[space]" in requirements
