@@ -162,3 +162,13 @@ def test_bundled_examples_and_space_files():
     assert "sdk: gradio" in header and "app_file: space/app.py" in header
     requirements = (ROOT / "space" / "requirements.txt").read_text()
     assert "-e .[space]" in requirements
+
+
+def test_answer_plot_draws_waveform_and_spectrogram_even_for_a_tiny_clip():
+    from omnidrca_space.plots import answer_figure
+
+    figure = answer_figure(0.3 * np.sin(np.arange(32000) / 9).astype(np.float32), 16000)
+    top, bottom = figure.axes
+    assert top.collections and bottom.images and bottom.get_xlim() == (0, 2.0)
+    tiny = answer_figure(np.zeros(10, np.float32), 16000)  # shorter than one spectrogram window: no crash
+    assert not tiny.axes[1].images
