@@ -26,7 +26,9 @@ def page():
     from playwright.sync_api import sync_playwright
 
     with running_app() as (url, _), sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
+        # Autoplay without a click: a headless page has no user gesture, and the live answer autoplays.
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                             args=["--autoplay-policy=no-user-gesture-required"])
         page = browser.new_page(viewport={"width": 1400, "height": 1200})
         page.set_default_timeout(60_000)
         page.goto(url)
@@ -51,6 +53,8 @@ def test_uploaded_question_is_answered_in_text_and_speech(page, tmp_path):
     page.click("#ask")
     expect(page.locator("#chat")).to_contain_text("seven plus twelve is nineteen")
     expect(page.locator("#status")).to_contain_text("first audio after")
+    # The live player got the streamed speech and played it (HLS segments encoded while generating).
+    page.wait_for_function("document.querySelector('#live-audio audio')?.currentTime > 0", timeout=30_000)
     audio = page.locator("#answer-audio audio[src]")
     expect(audio.first).to_be_attached()
     assert audio.first.get_attribute("src")
