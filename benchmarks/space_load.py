@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "space"))
 
-from omnidrca_space.testing import ask, format_load, run_load, running_app  # noqa: E402
+from omnidrca_space.testing import ask, format_load, run_load, running_app
 
 QUESTION = ROOT / "checkpoints" / "omnidrca-demo" / "examples" / "seven_plus_twelve.wav"
 EXPECT = "seven plus twelve is nineteen"

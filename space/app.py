@@ -5,6 +5,7 @@
 prints `* Running on local URL:  http://127.0.0.1:7860`. Options (each also an environment variable):
     --model PATH_OR_HUB_ID   OMNIDRCA_MODEL        selected at start (default checkpoints/omnidrca-demo)
     --host / --port          GRADIO_SERVER_NAME / GRADIO_SERVER_PORT (gradio's own; 127.0.0.1:7860)
+    --device cpu|cuda        OMNIDRCA_DEVICE       default: cuda when available
     --threads N              OMNIDRCA_THREADS      torch threads (default 1, see below)
     --concurrency N          OMNIDRCA_CONCURRENCY  answers generated at once; the rest wait in the queue (default 2)
 """
@@ -20,8 +21,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", default=os.environ.get("OMNIDRCA_MODEL"), help="checkpoint folder or Hub id")
     parser.add_argument("--host", default=None, help="interface to listen on (gradio's default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=None, help="port (gradio's default: 7860, or the next free one)")
-    parser.add_argument("--threads", type=int, default=int(os.environ.get("OMNIDRCA_THREADS", 1)))
-    parser.add_argument("--concurrency", type=int, default=int(os.environ.get("OMNIDRCA_CONCURRENCY", 2)))
+    parser.add_argument("--device", default=os.environ.get("OMNIDRCA_DEVICE"), help="cpu / cuda (default: cuda if any)")
+    parser.add_argument("--threads", type=int, default=int(os.environ.get("OMNIDRCA_THREADS", "1")))
+    parser.add_argument("--concurrency", type=int, default=int(os.environ.get("OMNIDRCA_CONCURRENCY", "2")))
     parser.add_argument("--max-queue", type=int, default=64, help="requests waiting beyond this are turned away")
     return parser.parse_args(argv)
 
@@ -34,14 +36,13 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no phoning home from an offline machine
     import torch
-
-    from omnidrca_space import build_demo, ensure_ffmpeg_on_path
+    from omnidrca_space import ModelRegistry, build_demo, ensure_ffmpeg_on_path
 
     torch.set_num_threads(args.threads)
     streaming = ensure_ffmpeg_on_path() is not None
     if not streaming:
         print("ffmpeg not found (pip install imageio-ffmpeg): the spoken answer plays when complete, not live.")
-    demo = build_demo(args.model, stream_audio=streaming)
+    demo = build_demo(args.model, registry=ModelRegistry(args.device), stream_audio=streaming)
     # Requests beyond `concurrency` wait in gradio's queue (each visitor sees their place) instead of
     # oversubscribing the CPU; `max_size` bounds the wait.
     demo.queue(default_concurrency_limit=args.concurrency, max_size=args.max_queue)

@@ -15,7 +15,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "space"))
 
-from omnidrca_space import (  # noqa: E402
+from omnidrca_space import (
     SYSTEM_PROMPTS,
     InputProblem,
     ModelRegistry,
@@ -26,17 +26,22 @@ from omnidrca_space import (  # noqa: E402
     make_respond,
     model_choices,
 )
-from omnidrca_space.ui import load_examples  # noqa: E402
+from omnidrca_space.ui import load_examples
 
 DEMO = ROOT / "checkpoints" / "omnidrca-demo"
 QUESTION = DEMO / "examples" / "seven_plus_twelve.wav"
-SETTINGS = dict(do_sample=False, temperature=0.7, top_k=50, top_p=0.95, max_new_tokens=60, seed=0)
+ANSWER = "seven plus twelve is nineteen"
+SETTINGS = {"do_sample": False, "temperature": 0.7, "top_k": 50, "top_p": 0.95, "max_new_tokens": 60, "seed": 0}
 
 
 @pytest.fixture(scope="module")
 def registry():
     torch.set_num_threads(1)  # single-token steps: one thread is fastest on this CPU (README)
     return ModelRegistry()
+
+
+def handler(registry, *folders):
+    return make_respond(registry, {Path(f).name: str(f) for f in (DEMO, *folders)})
 
 
 def run(respond, model=str(DEMO), audio=str(QUESTION), typed="", task="Answer my question", mode="Text and speech",
@@ -87,30 +92,34 @@ def test_checkpoint_list_finds_demo_folders_and_puts_the_given_model_first(tmp_p
     assert list(find_checkpoints(tmp_path)) == ["omnidrca-demo", "omnidrca-demo-diffusion"]
     assert list(model_choices(str(tmp_path / "other-model"), tmp_path)) == [
         "other-model", "omnidrca-demo", "omnidrca-demo-diffusion"]
-    assert list(model_choices(str(tmp_path / "omnidrca-demo"), tmp_path)) == ["omnidrca-demo", "omnidrca-demo-diffusion"]
-    assert list(model_choices("someone/omnidrca-hub", tmp_path))[0] == "someone/omnidrca-hub"
+    same = model_choices(str(tmp_path / "omnidrca-demo"), tmp_path)  # already listed: not twice
+    assert list(same) == ["omnidrca-demo", "omnidrca-demo-diffusion"]
+    assert next(iter(model_choices("someone/omnidrca-hub", tmp_path))) == "someone/omnidrca-hub"
     assert find_checkpoints(tmp_path / "missing") == {}
 
 
 def test_handler_streams_text_and_audio_then_gives_the_wav_and_plot(registry):
-    steps = run(make_respond(registry))
+    steps = run(handler(registry))
     history, _, wav_path, figure, status, turns = steps[-1]
-    assert history[0]["role"] == "user" and history[1] == {"role": "assistant", "content": "seven plus twelve is nineteen"}
+    assert history[0]["role"] == "user" and history[1] == {"role": "assistant", "content": ANSWER}
     assert history[2]["content"]["path"] == wav_path  # the spoken answer stays playable in the chat
     # Streaming: the chat grows over several yields and audio chunks arrive before the end.
     partial = [s[0][-1]["content"] for s in steps[1:-1] if isinstance(s[0][-1]["content"], str)]
     assert len(steps) >= 4 and partial[0] != partial[-1]
     chunks = [s[1] for s in steps if s[1] is not None]
     assert chunks and all(c[:4] == b"RIFF" for c in chunks)
-    streamed = sum(wavlib.open(io.BytesIO(c)).getnframes() for c in chunks)
+    streamed = 0
+    for chunk in chunks:
+        with wavlib.open(io.BytesIO(chunk)) as piece:
+            streamed += piece.getnframes()
     wave, rate = sf.read(wav_path)
     assert rate == 16000 and len(wave) == streamed and len(wave) > 8000 and np.sqrt(np.mean(wave**2)) > 0.01
     assert figure is not None and "first audio after" in status
-    assert [t["role"] for t in turns] == ["user", "assistant"] and turns[1]["content"] == "seven plus twelve is nineteen"
+    assert [t["role"] for t in turns] == ["user", "assistant"] and turns[1]["content"] == ANSWER
 
 
 def test_text_mode_has_no_audio_and_typed_text_is_read_aloud(registry):
-    respond = make_respond(registry)
+    respond = handler(registry)
     history, _, wav_path, figure, _, _ = run(respond, mode="Text")[-1]
     assert history[-1]["content"] == "seven plus twelve is nineteen" and wav_path is None and figure is None
     history, _, wav_path, _, _, _ = run(respond, audio=None, typed="the sky is blue")[-1]
@@ -119,7 +128,9 @@ def test_text_mode_has_no_audio_and_typed_text_is_read_aloud(registry):
 
 
 def test_bad_inputs_become_a_message_in_the_chat(registry, tmp_path):
-    respond = make_respond(registry)
+    (tmp_path / "omnidrca-demo-broken").mkdir()
+    (tmp_path / "omnidrca-demo-broken" / "config.json").write_text("{}")
+    respond = handler(registry, tmp_path / "omnidrca-demo-broken")
     (tmp_path / "photo.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100))
     for audio, typed, expected in [(None, "", "Record or upload"), (str(tmp_path / "photo.png"), "", "could not read"),
                                    (None, "x" * 301, "at most 300")]:
@@ -128,8 +139,12 @@ def test_bad_inputs_become_a_message_in_the_chat(registry, tmp_path):
         history = final[0]
         assert history[0]["content"] == "earlier" and history[-1]["role"] == "assistant"
         assert history[-1]["content"].startswith("ℹ️") and expected in history[-1]["content"]
+    # Only the dropdown's models load: the endpoint is public and remote code must not come from a caller.
+    with pytest.warns(UserWarning, match="not one of this Space's models"):
+        (final,) = run(respond, model="someone/any-repo")
+    assert "someone/any-repo" not in registry.loaded()
     with pytest.warns(UserWarning, match="Could not load"):
-        (final,) = run(respond, model=str(tmp_path / "no-such-model"))
+        (final,) = run(respond, model=str(tmp_path / "omnidrca-demo-broken"))
     assert "Could not load an OmniDRCA checkpoint" in final[0][-1]["content"]
 
 
@@ -143,7 +158,8 @@ def test_model_dropdown_loads_each_checkpoint_once_on_first_use(tmp_path):
     assert [label for label, _ in dropdown.choices] == ["omnidrca-demo", "omnidrca-demo-diffusion"]
     assert registry.loaded() == [str(tmp_path / "omnidrca-demo")]  # only the selected one at start-up
     second = str(tmp_path / "omnidrca-demo-diffusion")
-    history = run(make_respond(registry), model=second, mode="Text")[-1][0]
+    history = run(make_respond(registry, {"a": str(tmp_path / "omnidrca-demo"), "b": second}), model=second,
+                  mode="Text")[-1][0]
     assert history[-1]["content"] == "seven plus twelve is nineteen"
     first_load = registry.get(second)
     assert registry.loaded() == [str(tmp_path / "omnidrca-demo"), second] and registry.get(second) is first_load

@@ -11,7 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "space"))
 
-from omnidrca_space.testing import running_app  # noqa: E402
+from omnidrca_space.testing import running_app
 
 CHROMIUM = os.environ.get("OMNIDRCA_CHROMIUM", "/usr/bin/chromium")
 QUESTION = ROOT / "checkpoints" / "omnidrca-demo" / "examples" / "seven_plus_twelve.wav"

@@ -16,8 +16,8 @@ import soundfile as sf
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))  # run from a checkout: processing/ is not installed
-from processing.corpus import synthesize  # noqa: E402
-from processing.schema import SAMPLING_RATE  # noqa: E402
+from processing.corpus import synthesize
+from processing.schema import SAMPLING_RATE
 
 # file -> (question, task on the page, voice, rate, pitch)
 EXAMPLES = {

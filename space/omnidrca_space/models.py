@@ -49,12 +49,17 @@ def model_choices(extra: str | None = None, root: str | Path = CHECKPOINTS) -> d
 class ModelRegistry:
     """Loads a checkpoint on first use and keeps it: switching models in the page never reloads one twice."""
 
-    def __init__(self, device: str = "cpu"):
-        self.device = device
+    def __init__(self, device: str | None = None):
+        import torch
+
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self._loaded: dict[str, LoadedModel] = {}
         self._lock = threading.Lock()  # two visitors picking a new model at once load it once
 
     def get(self, name_or_path: str) -> LoadedModel:
+        loaded = self._loaded.get(name_or_path)
+        if loaded is not None:  # no lock on the common path: answers never wait behind another model's load
+            return loaded
         with self._lock:
             if name_or_path not in self._loaded:
                 self._loaded[name_or_path] = self._load(name_or_path)
@@ -78,8 +83,9 @@ class ModelRegistry:
             )
         try:
             processor = AutoProcessor.from_pretrained(name_or_path, trust_remote_code=True)
-            model = AutoModel.from_pretrained(name_or_path, trust_remote_code=True).to(self.device).eval().requires_grad_(False)
-        except OSError as error:
+            model = AutoModel.from_pretrained(name_or_path, trust_remote_code=True).to(self.device).eval()
+            model.requires_grad_(False)
+        except (OSError, ValueError, KeyError) as error:  # missing files, unknown processor/model type
             raise ValueError(
                 f"Could not load an OmniDRCA checkpoint from {name_or_path!r}: expected a folder (or Hub id) with "
                 "config.json, model.safetensors and the processor files, got an error: "

@@ -116,10 +116,11 @@ def run_load(url: str, audio: str, clients: int = 8, requests: int = 5, mode: st
     ordered = sorted(latencies)
 
     def percentile(q: float) -> float:
-        return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))] if ordered else float("nan")
+        return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else float("nan")
 
     return {"mode": mode, "clients": clients, "requests": clients * requests, "completed": len(latencies),
-            "failures": failures, "p50_s": percentile(0.50), "p95_s": percentile(0.95), "max_s": max(ordered, default=0),
+            "failures": failures, "p50_s": percentile(0.50), "p95_s": percentile(0.95),
+            "max_s": max(ordered, default=0.0),
             "wall_s": wall, "throughput_rps": len(latencies) / wall, "answers": answers}
 
 

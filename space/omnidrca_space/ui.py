@@ -7,7 +7,7 @@ import json
 import logging
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,7 @@ clearly, or start with the bundled examples below.
 |---|---|
 | arithmetic: plus and minus up to 12, times up to 10 | “what is seven plus twelve”, “how much is three times four” |
 | capitals of about 40 countries | “what is the capital of france” |
-| colours, animal sounds, opposites | “what color is the sky”, “what sound does a cat make”, “what is the opposite of big” |
+| colours, animal sounds, opposites | “what color is the sky”, “what sound does a cat make”, “opposite of big” |
 | transcription, repeat after me | choose the task, then say “the capital of japan is tokyo” |
 
 Typed text (with no recording) is read aloud. Clips are limited to {MAX_SECONDS:.0f} s.
@@ -83,8 +83,12 @@ def save_answer(wave: np.ndarray, rate: int) -> str:
         return f.name
 
 
-def make_respond(registry: ModelRegistry, stream_audio: bool = True):
-    """The event handler, bound to the page's model registry."""
+def make_respond(registry: ModelRegistry, models: Mapping[str, str], stream_audio: bool = True):
+    """The event handler, bound to the page's model registry and its dropdown's choices (label -> folder/id).
+
+    Only those models are ever loaded: the /answer endpoint is public, and loading whatever id a caller
+    sends would run any Hub repository's code (trust_remote_code)."""
+    allowed = set(models.values())
 
     def respond(
         model_name: str, audio_path: str | None, typed: str, task_label: str, mode_label: str, use_context: bool,
@@ -106,7 +110,10 @@ def make_respond(registry: ModelRegistry, stream_audio: bool = True):
                     raise InputProblem(f"The text has {len(typed)} characters; type at most {MAX_TYPED_CHARS}.")
                 turn, task, shown = user_turn(None, 0, typed), "t2s", [{"role": "user", "content": typed}]
             else:
-                raise InputProblem("Record or upload a question (or type a sentence to hear it read aloud), then click Ask.")
+                raise InputProblem(
+                    "Record or upload a question (or type a sentence to hear it read aloud), then click Ask.")
+            if model_name not in allowed:
+                raise InputProblem(f"“{model_name}” is not one of this Space's models: pick one from the Model list.")
             loaded = registry.get(model_name)
         except ValueError as problem:  # InputProblem, or a checkpoint that does not load: the message says why
             yield notice(history, str(problem)), None, None, None, "", turns
@@ -141,8 +148,8 @@ def make_respond(registry: ModelRegistry, stream_audio: bool = True):
                     yield list(history), live, None, None, "answering…", turns  # a copy: each yield is a snapshot
         except Exception as error:  # never let one request take the server down: tell the visitor, log the rest
             logger.exception("generation failed")
-            yield notice(history[:-1], f"The model failed on this input ({type(error).__name__}). Try another question."), \
-                None, None, None, "", turns
+            message = f"The model failed on this input ({type(error).__name__}). Try another question."
+            yield notice(history[:-1], message), None, None, None, "", turns
             return
 
         seconds = time.perf_counter() - start
@@ -182,8 +189,8 @@ def build_demo(model: str | None = None, checkpoints: str | Path = CHECKPOINTS,
             with gr.Column(scale=2):
                 model_box = gr.Dropdown([(k, v) for k, v in choices.items()], value=selected, label="Model",
                                         info="Loaded on first use, then kept.")
-                audio_in = gr.Audio(sources=["microphone", "upload"], type="filepath", label="Your question (speak or upload)",
-                                    elem_id="question-audio")
+                audio_in = gr.Audio(sources=["microphone", "upload"], type="filepath",
+                                    label="Your question (speak or upload)", elem_id="question-audio")
                 typed_in = gr.Textbox(label="Or type a sentence to hear it read aloud", lines=1,
                                       max_length=MAX_TYPED_CHARS, elem_id="typed-text")
                 task_in = gr.Radio(list(TASKS), value=next(iter(TASKS)), label="Task")
@@ -218,7 +225,7 @@ def build_demo(model: str | None = None, checkpoints: str | Path = CHECKPOINTS,
         inputs = [model_box, audio_in, typed_in, task_in, mode_in, context_in, do_sample, temperature, top_k, top_p,
                   max_new_tokens, seed, chat, turns]
         outputs = [chat, live, answer_audio, plot, status, turns]
-        ask.click(make_respond(registry, stream_audio), inputs, outputs, api_name="answer")
+        ask.click(make_respond(registry, choices, stream_audio), inputs, outputs, api_name="answer")
         clear.click(lambda: ([], None, None, None, "", []), None, outputs, api_name=False)
     return demo
 
