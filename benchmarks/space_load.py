@@ -1,9 +1,10 @@
 """The Space under load: per-request latency of one visitor, then concurrent visitors, in both answer modes.
 
-    python benchmarks/space_load.py [--clients 8] [--requests 5] [--single 10] [--url http://127.0.0.1:7860/]
+    python benchmarks/space_load.py [--clients 8] [--requests 5] [--single 10] [--threads 1] [--concurrency 2]
+    python benchmarks/space_load.py --url http://127.0.0.1:7860/      # an app that is already running
 
-Without `--url` it starts `python space/app.py` (demo model, its defaults: 1 torch thread, 2 answers at a
-time) on a free port. Every request goes through gradio_client and the page's `/answer` endpoint with the
+Without `--url` it starts `python space/app.py` (demo model; `--threads`/`--concurrency` as the app's, whose
+defaults are 1 torch thread and 2 answers at a time) on a free port. Every request goes through gradio_client and the page's `/answer` endpoint with the
 bundled question "what is seven plus twelve"; a request fails if it errors or its answer is not
 "seven plus twelve is nineteen". Latency = the client's whole round trip (upload, queue, streamed answer,
 result); "server" = the handler's own time from the page's status line. The clients run on the same
@@ -58,12 +59,15 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--requests", type=int, default=5, help="requests per client")
     parser.add_argument("--single", type=int, default=10, help="sequential requests for the one-visitor latency")
+    parser.add_argument("--threads", type=int, default=1, help="the started app's torch threads")
+    parser.add_argument("--concurrency", type=int, default=2, help="the started app's answers at once")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
 
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
     started = time.perf_counter()
-    with (nullcontext((args.url, [])) if args.url else running_app()) as (url, _):
+    app_args = ("--threads", str(args.threads), "--concurrency", str(args.concurrency))
+    with (nullcontext((args.url, [])) if args.url else running_app(*app_args)) as (url, _):
         print(f"Space at {url} (ready after {time.perf_counter() - started:.1f} s)")
         singles = [single_visitor(url, mode, args.single) for mode in MODES]
         loads = [run_load(url, str(QUESTION), args.clients, args.requests, mode, expect=EXPECT) for mode in MODES]
