@@ -10,6 +10,13 @@ Per 5 Hz step r of the answer (DESIGN.md §2, `streams.build_assistant_streams` 
 
 Text mode keeps every speech group `[pad]` (its embedding is zero) and never runs the SRH. The call
 stops when both streams have ended, or after `max_new_tokens` steps.
+
+With the diffusion head (`speech_head_type="diffusion"`) a speech row is made differently: the stop head
+on h_{r-1} says how many of the k frames are speech (k = all; n < k = n frames, then `[eos]`), the DiT
+integrates the flow ODE (`speech_ode_steps` Euler/Heun steps, optional classifier-free guidance) from
+noise to the k normalised latents, conditioned on h_{r-1} and on the previous group's latents; the
+de-normalised latents are fed back as the continuous group (`speech_latents`), and their FSQ codes fill
+`speech_ids` so every id-based consumer keeps working. The waveform is decoded from the latents.
 """
 
 from __future__ import annotations
@@ -53,6 +60,7 @@ class OmniDRCAGenerateOutput(ModelOutput):
     logits: torch.FloatTensor | None = None  # (B, S, Vt) raw text logits for each answer row (output_logits)
     speech_logits: torch.FloatTensor | None = None  # (B, S, k, Vs) raw SRH logits; NaN where nothing was sampled
     past_key_values: Any = None
+    speech_latents: torch.FloatTensor | None = None  # (B, T, d) diffusion head: codec latents aligned with speech_ids, 0 off frames
 
 
 @dataclass
@@ -84,6 +92,7 @@ class StreamStep(NamedTuple):
 
     text_ids: torch.LongTensor  # (B,) text token of this row
     speech_ids: torch.LongTensor | None  # (B, k) speech group of this row; None in text mode
+    speech_latents: torch.FloatTensor | None = None  # (B, k, d) diffusion head: the group's codec latents
 
 
 class StreamPiece(NamedTuple):
@@ -139,7 +148,10 @@ class OmniDRCAGenerationMixin(GenerationMixin):
             generation_mode: `"text"` (text only; the SRH never runs) or `"audio"` (text and speech).
             max_new_tokens: most answer steps (one text token and, in audio mode, k speech tokens each).
             do_sample / temperature / top_k / top_p / repetition_penalty: the text stream's sampling.
-            speech_*: the speech stream's; each falls back to the text stream's setting.
+            speech_*: the speech stream's; each falls back to the text stream's setting. With the diffusion
+                head, `speech_temperature` (when sampling) scales the initial noise.
+            speech_ode_steps / speech_ode_solver / speech_guidance_scale: diffusion head only; default to
+                `config.diffusion_config` (`num_ode_steps`, `ode_solver`, `guidance_scale`).
             seed / generator: make sampling reproducible (pass one or the other).
             return_waveform: decode the speech with `model.speech_codec` (default: on in audio mode).
             output_logits: also return the raw text and SRH logits of every step.
@@ -150,7 +162,7 @@ class OmniDRCAGenerationMixin(GenerationMixin):
 
         Returns:
             [`OmniDRCAGenerateOutput`] with `sequences`, and in audio mode `speech_ids`,
-            `speech_lengths`, `waveform`, `waveform_lengths`.
+            `speech_lengths`, `waveform`, `waveform_lengths` (+ `speech_latents` with the diffusion head).
         """
         steps = self._generate_steps(
             input_ids=input_ids,
@@ -195,6 +207,9 @@ class OmniDRCAGenerationMixin(GenerationMixin):
         Gradio generator function can loop over it and yield what it accumulates.
         """
         streamer = OmniDRCAStreamer(processor, codec=self.speech_codec, chunk_steps=chunk_steps)
+        streamer.snap_to_codebook = self.config.speech_head_type == "diffusion" and bool(
+            self.config.diffusion_config.snap_to_codebook
+        )
         kwargs.pop("streamer", None)
         steps = self._generate_steps(**{**kwargs, "return_waveform": False})
         for step in steps:
@@ -247,6 +262,9 @@ class OmniDRCAGenerationMixin(GenerationMixin):
         speech_top_k: int | None = None,
         speech_top_p: float | None = None,
         speech_repetition_penalty: float | None = None,
+        speech_ode_steps: int | None = None,
+        speech_ode_solver: str | None = None,
+        speech_guidance_scale: float | None = None,
         seed: int | None = None,
         generator: torch.Generator | None = None,
         return_waveform: bool | None = None,
@@ -315,6 +333,8 @@ class OmniDRCAGenerationMixin(GenerationMixin):
                 speech_repetition_penalty, gen_cfg, "speech_repetition_penalty", text_sampling.repetition_penalty
             ),
         )
+        diffusion = cfg.speech_head_type == "diffusion"
+        flow = self._flow_settings(gen_cfg, speech_ode_steps, speech_ode_solver, speech_guidance_scale, diffusion)
         text_processors = LogitsProcessorList([*(logits_processor or []), *text_sampling.processors()])
         speech_processors = LogitsProcessorList([*(speech_logits_processor or []), *speech_sampling.processors()])
         output_logits = bool(_pick(output_logits, gen_cfg, "output_logits", False))
@@ -351,6 +371,18 @@ class OmniDRCAGenerationMixin(GenerationMixin):
         speech_done = torch.full((batch,), not speech_mode, dtype=torch.bool, device=device)
         all_logits, all_speech_logits = [], []
         pad_group = torch.full((batch, k), s_pad, dtype=torch.long, device=device)
+        if diffusion:
+            latent_dim = cfg.codec_config.latent_dim
+            zero_latents = torch.zeros(batch, k, latent_dim, device=device)
+            latent_history = torch.zeros(batch, 0, latent_dim, device=device)  # (B, r·k, d)
+            latent_group = zero_latents
+            # The flow starts from noise: a fixed seed when the speech stream is not sampled, so greedy
+            # generation is deterministic like the SRH's argmax; otherwise the caller's generator.
+            if speech_sampling.do_sample:
+                noise_generator, noise_scale = generator, speech_sampling.temperature
+            else:
+                noise_generator = torch.Generator(device=device).manual_seed(0)
+                noise_scale = float(cfg.diffusion_config.noise_scale)
 
         for row in range(max_new_tokens):
             logits = self.lm_head(hidden).float()  # (B, Vt)
@@ -368,6 +400,15 @@ class OmniDRCAGenerationMixin(GenerationMixin):
             if speech_mode:
                 if row < delay:
                     group = torch.full((batch, k), s_bos, dtype=torch.long, device=device)
+                    latent_group = zero_latents if diffusion else None
+                elif diffusion:
+                    group, latent_group = self._diffusion_group(
+                        hidden, group_ids=speech_history[:, -k:] if speech_history.shape[1] else pad_group,
+                        group_latents=latent_history[:, -k:] if latent_history.shape[1] else zero_latents,
+                        done=speech_done, flow=flow, do_sample=speech_sampling.do_sample, generator=generator,
+                        noise_generator=noise_generator, noise_scale=noise_scale,
+                    )
+                    speech_done |= (group == s_eos).any(-1)
                 else:
                     group = pad_group.clone()
                     active = ~speech_done
@@ -385,6 +426,8 @@ class OmniDRCAGenerationMixin(GenerationMixin):
                             step_speech_logits[active] = srh_logits
                     speech_done |= (group == s_eos).any(-1)
                 speech_history = torch.cat([speech_history, group], dim=1)
+                if diffusion:
+                    latent_history = torch.cat([latent_history, latent_group], dim=1)
             if output_logits:
                 all_logits.append(logits)
                 if speech_mode:
@@ -394,11 +437,13 @@ class OmniDRCAGenerationMixin(GenerationMixin):
                         else torch.full((batch, k, vs), math.nan, device=device)
                     )
             text_history = torch.cat([text_history, text[:, None]], dim=1)
-            yield StreamStep(text_ids=text, speech_ids=group if speech_mode else None)
+            yield StreamStep(text_ids=text, speech_ids=group if speech_mode else None,
+                             speech_latents=latent_group if speech_mode and diffusion else None)
 
             if bool((text_done & speech_done).all()) or row == max_new_tokens - 1:
                 break
             attention_mask = torch.cat([attention_mask, attention_mask.new_ones(batch, 1)], dim=1)
+            continuous = {"speech_latents": latent_group[:, None]} if speech_mode and diffusion else {}
             out = self.model(
                 input_ids=text[:, None],
                 speech_ids=group[:, None] if speech_mode else None,
@@ -406,6 +451,7 @@ class OmniDRCAGenerationMixin(GenerationMixin):
                 position_ids=next_position,
                 past_key_values=cache,
                 use_cache=True,
+                **continuous,
             )
             cache = out.past_key_values
             hidden = out.last_hidden_state[:, -1]  # (B, D) predicts the next row
@@ -421,9 +467,95 @@ class OmniDRCAGenerationMixin(GenerationMixin):
             is_eos = speech == s_eos
             ends = torch.where(is_eos.any(-1), is_eos.int().argmax(-1), torch.full_like(is_eos[:, 0], speech.shape[1], dtype=torch.long))
             result.speech_ids, result.speech_lengths = speech, ends
-            if return_waveform:
+            if diffusion:
+                result.speech_latents = latent_history[:, delay * k :]  # (B, T, d)
+            if return_waveform and diffusion:
+                result.waveform, result.waveform_lengths = self._decode_latent_waveform(result.speech_latents, ends)
+            elif return_waveform:
                 result.waveform, result.waveform_lengths = self._decode_waveform(speech, ends)
         return result
+
+    def _flow_settings(self, gen_cfg, steps, solver, guidance, diffusion: bool) -> dict | None:
+        """The diffusion head's ODE settings: arguments, then the generation config, then `diffusion_config`."""
+        given = {"speech_ode_steps": steps, "speech_ode_solver": solver, "speech_guidance_scale": guidance}
+        if not diffusion:
+            passed = sorted(name for name, value in given.items() if value is not None)
+            if passed:
+                raise ValueError(
+                    f"{passed} set the diffusion head's ODE; this model's speech head is "
+                    f"{self.config.speech_head_type!r} (discrete codes). Drop them, or use a speech_head_type='diffusion' model."
+                )
+            return None
+        dc = self.config.diffusion_config
+        flow = dict(
+            num_steps=int(_pick(steps, gen_cfg, "speech_ode_steps", dc.num_ode_steps)),
+            solver=str(_pick(solver, gen_cfg, "speech_ode_solver", dc.ode_solver)),
+            guidance_scale=float(_pick(guidance, gen_cfg, "speech_guidance_scale", dc.guidance_scale)),
+        )
+        if flow["num_steps"] < 1:
+            raise ValueError(f"`speech_ode_steps` must be >= 1, got {flow['num_steps']}.")
+        if flow["solver"] not in ("euler", "heun"):
+            raise ValueError(f"`speech_ode_solver` must be 'euler' or 'heun', got {flow['solver']!r}.")
+        return flow
+
+    def _diffusion_group(
+        self,
+        hidden: torch.Tensor,
+        group_ids: torch.LongTensor,
+        group_latents: torch.Tensor,
+        done: torch.BoolTensor,
+        flow: dict,
+        do_sample: bool,
+        generator: torch.Generator | None,
+        noise_generator: torch.Generator | None,
+        noise_scale: float,
+    ) -> tuple[torch.LongTensor, torch.Tensor]:
+        """One speech row with the diffusion head, for the rows not yet ended.
+
+        Args:
+            hidden: (B, D) backbone states; group_ids / group_latents: (B, k) / (B, k, d) the previous group.
+            done: (B,) rows whose speech has ended (they get a `[pad]` group).
+        Returns:
+            (B, k) ids (FSQ codes of the frames, then `[eos]`, `[pad]`) and (B, k, d) codec latents (0 off frames).
+        """
+        cfg, head, embed = self.config, self.speech_head, self.model.speech_embed
+        k = cfg.group_size
+        batch = hidden.shape[0]
+        group = torch.full((batch, k), cfg.speech_pad_token_id, dtype=torch.long, device=hidden.device)
+        latents = torch.zeros(batch, k, cfg.codec_config.latent_dim, device=hidden.device)
+        active = ~done
+        if not bool(active.any()):
+            return group, latents
+        h = hidden[active]
+        stop_logits = head.stop_head(h).float()  # (n, k + 1)
+        if do_sample:
+            frames = torch.multinomial(torch.softmax(stop_logits, -1), 1, generator=generator).squeeze(-1)
+        else:
+            frames = stop_logits.argmax(-1)  # (n,) speech frames in this group; k = a full group
+        previous_mask = embed.frame_mask(group_ids[active])  # (n, k)
+        previous = embed.normalize(group_latents[active].float()) * previous_mask[..., None]
+        sampled = head.sample(h, previous, previous_mask, noise_scale=noise_scale, generator=noise_generator,
+                              **flow)  # (n, k, d) normalised
+        raw = embed.denormalize(sampled).clamp(-1.0, 1.0)  # the codec's latents are bounded to [-1, 1]
+        is_frame = torch.arange(k, device=hidden.device) < frames[:, None]  # (n, k)
+        codes = self.speech_codec.quantizer.latents_to_codes(raw)  # (n, k)
+        ids = torch.where(is_frame, codes, torch.full_like(codes, cfg.speech_pad_token_id))
+        ends = frames < k
+        ids[ends, frames[ends]] = cfg.speech_eos_token_id
+        group[active] = ids
+        latents[active] = raw * is_frame[..., None]
+        return group, latents
+
+    def _decode_latent_waveform(self, latents: torch.Tensor, lengths: torch.LongTensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, T, d) generated codec latents and (B,) frame counts -> (B, samples) waveform and (B,) sample counts."""
+        per_code = self.speech_codec.config.samples_per_code
+        longest = int(lengths.max()) if lengths.numel() else 0
+        if longest == 0:
+            return torch.zeros(latents.shape[0], 0, device=latents.device), torch.zeros_like(lengths)
+        decodable = lengths > 0
+        wave = torch.zeros(latents.shape[0], longest * per_code, device=latents.device)
+        wave[decodable] = self.latents_to_waveform(latents[decodable, :longest], lengths[decodable])
+        return wave, lengths * per_code
 
     def _srh_generate(
         self,
@@ -478,7 +610,8 @@ class OmniDRCAGenerationMixin(GenerationMixin):
 
 
 class IncrementalSpeechDecoder:
-    """Decodes a growing stream of codec codes into audio chunks that join into the full decode.
+    """Decodes a growing stream of codec codes (or, with `continuous=True`, codec latent frames) into audio
+    chunks that join into the full decode.
 
     The codec's decoder is convolutional, so a code only influences samples within its receptive field.
     Each chunk is decoded from a window with `context_codes` codes on each side; with the default
@@ -486,17 +619,21 @@ class IncrementalSpeechDecoder:
     up to float rounding. Smaller values lower the latency of the first chunk at some boundary error.
     """
 
-    def __init__(self, codec, chunk_codes: int, context_codes: int | None = None):
+    def __init__(self, codec, chunk_codes: int, context_codes: int | None = None, continuous: bool = False):
         if chunk_codes < 1:
             raise ValueError(f"`chunk_codes` must be at least 1, got {chunk_codes}.")
         self.codec = codec
+        self.continuous = continuous  # frames are (d,) latents for `decode_continuous`, not codes
         self.chunk_codes = chunk_codes
         self.context_codes = receptive_radius_codes(codec.config) if context_codes is None else int(context_codes)
         self.codes: list[int] = []
         self.emitted = 0  # codes whose audio has been returned
 
-    def push(self, codes: Iterable[int]) -> list[np.ndarray]:
-        self.codes.extend(int(c) for c in codes)
+    def push(self, codes: Iterable) -> list[np.ndarray]:
+        if self.continuous:
+            self.codes.extend(torch.as_tensor(frame, dtype=torch.float32) for frame in codes)
+        else:
+            self.codes.extend(int(c) for c in codes)
         chunks = []
         while len(self.codes) - self.emitted >= self.chunk_codes + self.context_codes:
             chunks.append(self._decode(self.emitted + self.chunk_codes))
@@ -511,7 +648,10 @@ class IncrementalSpeechDecoder:
         per_code = self.codec.config.samples_per_code
         device = next(self.codec.parameters()).device
         with torch.no_grad():
-            wave = self.codec.decode(torch.tensor([self.codes[start:end]], device=device))[0]
+            if self.continuous:
+                wave = self.codec.decode_continuous(torch.stack(self.codes[start:end])[None].to(device))[0]
+            else:
+                wave = self.codec.decode(torch.tensor([self.codes[start:end]], device=device))[0]
         chunk = wave[(self.emitted - start) * per_code : (stop - start) * per_code]
         self.emitted = stop
         return chunk.float().cpu().numpy()
@@ -564,6 +704,7 @@ class OmniDRCAStreamer:
         self.context_codes = context_codes
         self.timeout = timeout
         self.sampling_rate = None if codec is None else codec.config.sampling_rate
+        self.snap_to_codebook = False  # diffusion head: set by generate_stream from the model's config
         self.queue: queue.Queue = queue.Queue()
         self._end = object()
         self._reset()
@@ -593,13 +734,22 @@ class OmniDRCAStreamer:
                     text_piece, self.text_emitted = text[len(self.text_emitted) :], text
         chunks = []
         if step.speech_ids is not None and self.codec is not None and not self.speech_ended:
+            continuous = step.speech_latents is not None  # diffusion head: decode the latents themselves
             if self.audio_decoder is None:
                 k = step.speech_ids.shape[-1]
-                self.audio_decoder = IncrementalSpeechDecoder(self.codec, k * self.chunk_steps, self.context_codes)
+                self.audio_decoder = IncrementalSpeechDecoder(
+                    self.codec, k * self.chunk_steps, self.context_codes, continuous=continuous
+                )
             group = step.speech_ids[0].tolist()
             if self.processor.speech_eos_token_id in group:
                 self.speech_ended = True
             codes = self.processor.speech_codes(group)
+            if continuous:  # the frames lead the group, before any [eos]
+                snap = self.snap_to_codebook
+                frames = step.speech_latents[0, : len(codes)].float().cpu()
+                if snap:
+                    frames = self.codec.quantizer.codes_to_latents(torch.tensor(codes))
+                codes = list(frames)
             chunks = self.audio_decoder.push(codes)
             if self.speech_ended:
                 tail = self.audio_decoder.flush()

@@ -12,7 +12,11 @@ Shape legend:
     G  groups of one clip (ceil(T25 / k))                 k   group size
     D  backbone width             Da  audio encoder width  Ds  SRH width
     Vt text vocab                 Vs  speech vocab (codes + bos/eos/pad)
-    P  LLM positions that carry a speech target
+    P  LLM positions that carry a speech target               d   codec latent dim (diffusion head)
+
+With `speech_head_type="diffusion"` the speech stream is continuous: `speech_ids` keep the discrete layout
+(they mark latent frames, [bos], [eos], [pad]) and `speech_latents` (B, L, k, d) carry the codec latents of
+the frames; the head is the small DiT of `diffusion_head.py` (flow matching) plus a stop head.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from transformers.models.whisper.modeling_whisper import WhisperEncoder, sinusoi
 
 from .codec_omnidrca import OmniDRCASpeechCodec
 from .configuration_omnidrca import IMPLEMENTED_SPEECH_HEAD_TYPES, OmniDRCAConfig
+from .diffusion_head import OmniDRCAContinuousSpeechEmbedding, OmniDRCADiffusionHead
 from .generation_omnidrca import OmniDRCAGenerationMixin
 from .streams import IGNORE_INDEX, srh_previous_ids
 
@@ -56,15 +61,16 @@ class OmniDRCAModelOutputWithPast(ModelOutput):
 
 @dataclass
 class OmniDRCAOutput(ModelOutput):
-    loss: torch.FloatTensor | None = None  # () text + speech_loss_weight·speech + contrastive_weight·contrastive
+    loss: torch.FloatTensor | None = None  # () text + speech_loss_weight·speech + contrastive_weight·contrastive (+ stop)
     text_loss: torch.FloatTensor | None = None  # () next-text-token cross-entropy
-    speech_loss: torch.FloatTensor | None = None  # () SRH cross-entropy over the 25 Hz targets
+    speech_loss: torch.FloatTensor | None = None  # () SRH cross-entropy over the 25 Hz targets, or flow-matching MSE
     contrastive_loss: torch.FloatTensor | None = None  # () symmetric InfoNCE speech <-> transcript
     logits: torch.FloatTensor | None = None  # (B, L, Vt), or the last `logits_to_keep` positions
     speech_logits: torch.FloatTensor | None = None  # (P, k, Vs) for the P positions with speech targets
     past_key_values: Cache | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None  # each (B, L, D)
     attentions: tuple[torch.FloatTensor, ...] | None = None
+    stop_loss: torch.FloatTensor | None = None  # () diffusion head: stop-head cross-entropy (weight in diffusion_config)
 
 
 class OmniDRCAAudioProjector(nn.Module):
@@ -173,6 +179,19 @@ class OmniDRCAPreTrainedModel(PreTrainedModel):
             init.copy_(module.embed_positions.weight, sinusoids(*module.embed_positions.weight.shape))
         elif isinstance(module, OmniDRCAForConditionalGeneration):
             init.constant_(module.contrastive_logit_scale, math.log(1.0 / self.config.contrastive_temperature))
+        elif isinstance(module, OmniDRCAContinuousSpeechEmbedding):
+            init.zeros_(module.latent_mean)
+            init.ones_(module.latent_std)
+        elif isinstance(module, OmniDRCADiffusionHead):
+            # adaLN-Zero (DiT): every block and the output start as identity / zero velocity. Runs after the
+            # generic init of the head's children.
+            std = self.config.initializer_range
+            init.normal_(module.positions, mean=0.0, std=std)
+            init.zeros_(module.null_condition)
+            init.zeros_(module.previous_absent)
+            for layer in [*(block.modulation for block in module.blocks), module.final_modulation, module.out]:
+                init.zeros_(layer.weight)
+                init.zeros_(layer.bias)
 
 
 class OmniDRCAModel(OmniDRCAPreTrainedModel):
@@ -184,7 +203,10 @@ class OmniDRCAModel(OmniDRCAPreTrainedModel):
         super().__init__(config)
         self.audio_tower = WhisperEncoder(config.audio_config)
         self.multi_modal_projector = OmniDRCAAudioProjector(config)
-        self.speech_embed = OmniDRCASpeechEmbedding(config)
+        if config.speech_head_type == "diffusion":
+            self.speech_embed = OmniDRCAContinuousSpeechEmbedding(config)
+        else:
+            self.speech_embed = OmniDRCASpeechEmbedding(config)
         self.language_model = AutoModel.from_config(config.text_config)
         self.post_init()
 
@@ -265,6 +287,7 @@ class OmniDRCAModel(OmniDRCAPreTrainedModel):
         feature_attention_mask: torch.Tensor | None = None,
         speech_ids: torch.LongTensor | None = None,
         use_cache: bool | None = None,
+        speech_latents: torch.FloatTensor | None = None,
         **kwargs,
     ) -> OmniDRCAModelOutputWithPast:
         r"""
@@ -273,7 +296,14 @@ class OmniDRCAModel(OmniDRCAPreTrainedModel):
             input_features: (N, M, F) log-mel of the N user clips, in slot order.
             feature_attention_mask: (N, F) real-frame mask of `input_features`.
             speech_ids: (B, L, k) speech stream aligned with `input_ids` (pad id where there is no speech).
+            speech_latents: (B, L, k, d) diffusion head only: the codec latents (`encode_continuous`, not
+                normalised) of the frames that `speech_ids` mark with codes; anything elsewhere.
         """
+        if speech_latents is not None and self.config.speech_head_type != "diffusion":
+            raise ValueError(
+                f"`speech_latents` are the continuous speech stream of speech_head_type='diffusion'; this model's "
+                f"speech head is {self.config.speech_head_type!r} and reads discrete `speech_ids` only. Drop them."
+            )
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of `input_ids` and `inputs_embeds`.")
         if inputs_embeds is None:
@@ -313,7 +343,11 @@ class OmniDRCAModel(OmniDRCAPreTrainedModel):
                     f"got {tuple(speech_ids.shape)}. Group the 25 Hz speech stream by k={k} (the config's "
                     "group_size), aligned with `input_ids`."
                 )
-            inputs_embeds = inputs_embeds + self.speech_embed(speech_ids).to(inputs_embeds.dtype)
+            if self.config.speech_head_type == "diffusion":
+                speech_embeds = self.speech_embed(speech_ids, speech_latents)
+            else:
+                speech_embeds = self.speech_embed(speech_ids)
+            inputs_embeds = inputs_embeds + speech_embeds.to(inputs_embeds.dtype)
 
         outputs = self.language_model(
             inputs_embeds=inputs_embeds,
@@ -334,7 +368,8 @@ class OmniDRCAModel(OmniDRCAPreTrainedModel):
 
 
 class OmniDRCAForConditionalGeneration(OmniDRCAPreTrainedModel, OmniDRCAGenerationMixin):
-    """OmniDRCA with its heads: `lm_head` (text) and `speech_head` (the SRH), the frozen `speech_codec`
+    """OmniDRCA with its heads: `lm_head` (text) and `speech_head` (the SRH, or the diffusion head with
+    `speech_head_type="diffusion"`), the frozen `speech_codec`
     that turns speech codes into waveforms (at `speech_codec.config.sampling_rate`), and the contrastive
     speech-text alignment loss. `model` is the [`OmniDRCAModel`] backbone (TRL/PEFT reach the LM
     through `model.language_model` and `lm_head`)."""
@@ -347,13 +382,16 @@ class OmniDRCAForConditionalGeneration(OmniDRCAPreTrainedModel, OmniDRCAGenerati
     def __init__(self, config: OmniDRCAConfig):
         super().__init__(config)
         if config.speech_head_type not in IMPLEMENTED_SPEECH_HEAD_TYPES:
-            raise NotImplementedError(
+            raise ValueError(
                 f"speech_head_type={config.speech_head_type!r} is not available in this version; "
                 f"use one of {IMPLEMENTED_SPEECH_HEAD_TYPES}."
             )
         self.model = OmniDRCAModel(config)
         self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
-        self.speech_head = OmniDRCASpeechRefinedHead(config)
+        if config.speech_head_type == "diffusion":
+            self.speech_head = OmniDRCADiffusionHead(config)
+        else:
+            self.speech_head = OmniDRCASpeechRefinedHead(config)
         # Speech tokenizer/detokenizer. Trained on its own (training/), then frozen: LM training must not
         # move the code space its targets were computed in.
         self.speech_codec = OmniDRCASpeechCodec(config.codec_config)
@@ -398,6 +436,7 @@ class OmniDRCAForConditionalGeneration(OmniDRCAPreTrainedModel, OmniDRCAGenerati
         transcript_attention_mask: torch.Tensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
+        speech_latents: torch.FloatTensor | None = None,
         **kwargs,
     ) -> OmniDRCAOutput:
         r"""
@@ -412,6 +451,8 @@ class OmniDRCAForConditionalGeneration(OmniDRCAPreTrainedModel, OmniDRCAGenerati
                 given, the contrastive loss aligns each clip's pooled grouped embedding with the pooled
                 text embedding of its transcript against the other clips of the batch.
             logits_to_keep: compute text logits for the last `logits_to_keep` positions only (0 = all).
+            speech_latents: (B, L, k, d) diffusion head only: the codec latents of the speech frames (inputs
+                and, at the frames of `speech_labels`, flow-matching targets).
         """
         if labels is not None and input_ids is not None and labels.shape != input_ids.shape:
             raise ValueError(
@@ -442,17 +483,20 @@ class OmniDRCAForConditionalGeneration(OmniDRCAPreTrainedModel, OmniDRCAGenerati
             feature_attention_mask=feature_attention_mask,
             speech_ids=speech_ids,
             use_cache=use_cache,
+            **({} if speech_latents is None else {"speech_latents": speech_latents}),
             **kwargs,
         )
         hidden = outputs.last_hidden_state  # (B, L, D)
         keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
         logits = self.lm_head(hidden[:, keep])  # (B, L', Vt)
 
-        text_loss = speech_loss = contrastive_loss = speech_logits = None
+        text_loss = speech_loss = contrastive_loss = speech_logits = stop_loss = None
         if labels is not None:
             full_logits = logits if logits.shape[1] == hidden.shape[1] else self.lm_head(hidden)
             text_loss = self._text_loss(full_logits, labels)
-        if speech_labels is not None:
+        if speech_labels is not None and self.config.speech_head_type == "diffusion":
+            speech_loss, stop_loss = self._diffusion_loss(hidden, speech_ids, speech_latents, speech_labels)
+        elif speech_labels is not None:
             speech_loss, speech_logits = self._speech_loss(hidden, speech_ids, speech_labels)
         if transcript_ids is not None:
             contrastive_loss = self._contrastive_loss(
@@ -464,6 +508,8 @@ class OmniDRCAForConditionalGeneration(OmniDRCAPreTrainedModel, OmniDRCAGenerati
             (speech_loss, self.config.speech_loss_weight),
             (contrastive_loss, self.config.contrastive_weight),
         ]
+        if stop_loss is not None:
+            terms.append((stop_loss, self.config.diffusion_config.stop_loss_weight))
         present = [weight * value for value, weight in terms if value is not None]
         loss = torch.stack(present).sum() if present else None
         return OmniDRCAOutput(
@@ -476,6 +522,7 @@ class OmniDRCAForConditionalGeneration(OmniDRCAPreTrainedModel, OmniDRCAGenerati
             past_key_values=outputs.past_key_values,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
+            stop_loss=stop_loss,
         )
 
     def _text_loss(self, logits: torch.Tensor, labels: torch.LongTensor) -> torch.Tensor:
@@ -498,6 +545,66 @@ class OmniDRCAForConditionalGeneration(OmniDRCAPreTrainedModel, OmniDRCAGenerati
         speech_logits = self.speech_head(hidden[:, :-1][selected], previous)  # (P, k, Vs)
         loss = F.cross_entropy(speech_logits.flatten(0, 1).float(), targets[selected].flatten(), ignore_index=IGNORE_INDEX)
         return loss, speech_logits
+
+    def _diffusion_loss(
+        self,
+        hidden: torch.Tensor,
+        speech_ids: torch.LongTensor,
+        speech_latents: torch.Tensor | None,
+        speech_labels: torch.LongTensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Diffusion head: flow-matching MSE on the frames of group t+1 from the state of row t (and the
+        latents of group t), and the stop head's CE on how many frames of group t+1 are speech."""
+        embed, k = self.model.speech_embed, self.config.group_size
+        targets = speech_labels[:, 1:].to(hidden.device)  # (B, L-1, k)
+        selected = (targets != IGNORE_INDEX).any(-1)  # (B, L-1)
+        if not bool(selected.any()):
+            zero = hidden.sum() * 0.0
+            return zero, zero
+        if speech_latents is None:
+            raise ValueError(
+                "The diffusion head learns continuous latents: pass `speech_latents` (batch, seq_len, group_size, "
+                "latent_dim) with `speech_labels` (`processor.build_training_batch` adds them when the examples "
+                "carry `answer_latents`)."
+            )
+        target_ids = targets[selected]  # (P, k)
+        target_mask = embed.frame_mask(target_ids)  # (P, k) speech frames to learn
+        has_eos = (target_ids == self.config.speech_eos_token_id).any(-1)
+        stop_target = torch.where(has_eos, target_mask.sum(-1), torch.full_like(has_eos, k, dtype=torch.long))  # (P,)
+        h = hidden[:, :-1][selected]  # (P, D)
+        stop_loss = F.cross_entropy(self.speech_head.stop_head(h).float(), stop_target)
+        latents = embed.normalize(speech_latents.to(hidden.device).float())  # (B, L, k, d)
+        previous_ids = speech_ids[:, :-1].to(hidden.device)[selected]  # (P, k)
+        previous_mask = embed.frame_mask(previous_ids)
+        previous = latents[:, :-1][selected] * previous_mask[..., None]  # (P, k, d)
+        target = latents[:, 1:][selected] * target_mask[..., None]
+        speech_loss = self.speech_head.flow_matching_loss(h, target, target_mask, previous, previous_mask)
+        return speech_loss, stop_loss
+
+    @torch.no_grad()
+    def set_speech_latent_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Store the per-dimension mean and std of the codec's continuous latents (diffusion head), saved with
+        the checkpoint. Compute them over the training corpus's answer audio (`speech_latent_stats`)."""
+        if self.config.speech_head_type != "diffusion":
+            raise ValueError("Latent statistics belong to speech_head_type='diffusion'; this model uses the SRH.")
+        embed = self.model.speech_embed
+        mean, std = torch.as_tensor(mean).float(), torch.as_tensor(std).float()
+        if mean.shape != embed.latent_mean.shape or std.shape != embed.latent_std.shape or bool((std <= 0).any()):
+            raise ValueError(
+                f"Expected mean and std of shape {tuple(embed.latent_mean.shape)} (the codec's latent_dim) with "
+                f"std > 0, got {tuple(mean.shape)} and {tuple(std.shape)} (min std {float(std.min()):.3g})."
+            )
+        embed.latent_mean.copy_(mean)
+        embed.latent_std.copy_(std)
+
+    def latents_to_waveform(self, latents: torch.Tensor, lengths: torch.LongTensor) -> torch.Tensor:
+        """(B, T, d) codec latents and (B,) frame counts -> (B, T·samples_per_code) wave (silent past each
+        row's frames); snapped to the FSQ grid first when `diffusion_config.snap_to_codebook` is set."""
+        codec = self.speech_codec
+        mask = (torch.arange(latents.shape[1], device=latents.device) < lengths[:, None]).long()  # (B, T)
+        if self.config.diffusion_config.snap_to_codebook:
+            latents = codec.quantizer.codes_to_latents(codec.quantizer.latents_to_codes(latents), latents.dtype)
+        return codec.decode_continuous(latents, mask).float()
 
     def _contrastive_loss(
         self,

@@ -201,11 +201,13 @@ class OmniDRCAProcessor(ProcessorMixin):
                 earlier assistant turns as text);
             `answer_text`: the assistant's text stream (the spoken text in T2S, the transcript in ASR);
             `answer_codes`: the answer's 25 Hz codec codes, or `None` for a text-only answer (S2T, ASR);
+            `answer_latents` (optional, diffusion head): (n_codes, d) continuous latents of the same frames;
             `transcripts` (optional): one transcript per audio item of `messages`, for the contrastive loss.
         So S2T, S2S, T2S and ASR differ only in which fields carry audio, and can share a batch.
 
         Returns:
-            `input_ids`, `attention_mask`, `labels` (B, L); `speech_ids`, `speech_labels` (B, L, k); and, when
+            `input_ids`, `attention_mask`, `labels` (B, L); `speech_ids`, `speech_labels` (B, L, k);
+            `speech_latents` (B, L, k, d) when an example has `answer_latents`; and, when
             the batch has audio, `input_features`, `feature_attention_mask` and — when every clip has one —
             `transcript_ids`, `transcript_attention_mask`.
         """
@@ -229,7 +231,7 @@ class OmniDRCAProcessor(ProcessorMixin):
             clips.extend(audio)
             prompt_ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
             answer_ids = self.tokenizer(example["answer_text"], add_special_tokens=False)["input_ids"]
-            turn = build_assistant_streams(answer_ids, example.get("answer_codes"), cfg)
+            turn = build_assistant_streams(answer_ids, example.get("answer_codes"), cfg, example.get("answer_latents"))
             p = len(prompt_ids)
             rows.append(dict(
                 input_ids=torch.cat([torch.tensor(prompt_ids, dtype=torch.long), turn.input_ids]),
@@ -237,6 +239,8 @@ class OmniDRCAProcessor(ProcessorMixin):
                 speech_ids=torch.cat([torch.full((p, k), cfg.speech_pad_token_id), turn.speech_ids]),
                 speech_labels=torch.cat([torch.full((p, k), IGNORE_INDEX), turn.speech_labels]),
             ))
+            if turn.speech_latents is not None:
+                rows[-1]["speech_latents"] = torch.cat([torch.zeros(p, k, turn.speech_latents.shape[-1]), turn.speech_latents])
 
         length = max(r["input_ids"].shape[0] for r in rows)
         pad_values = dict(input_ids=self.tokenizer.pad_token_id, labels=IGNORE_INDEX,
@@ -246,6 +250,12 @@ class OmniDRCAProcessor(ProcessorMixin):
             return torch.cat([x, torch.full((length - x.shape[0], *x.shape[1:]), value, dtype=x.dtype)])
 
         data: dict[str, Any] = {key: torch.stack([right_pad(r[key], v) for r in rows]) for key, v in pad_values.items()}
+        with_latents = [r["speech_latents"] for r in rows if "speech_latents" in r]
+        if with_latents:  # continuous speech stream (diffusion head): zeros wherever there is no frame
+            d = with_latents[0].shape[-1]
+            data["speech_latents"] = torch.stack([
+                right_pad(r.get("speech_latents", torch.zeros(r["input_ids"].shape[0], k, d)), 0) for r in rows
+            ])
         data["attention_mask"] = torch.stack(
             [right_pad(torch.ones(r["input_ids"].shape[0], dtype=torch.long), 0) for r in rows]
         )
@@ -283,6 +293,22 @@ class OmniDRCAProcessor(ProcessorMixin):
             waves.append(wave.float().cpu().numpy())
         return waves
 
+    def decode_speech_latents(self, speech_ids: torch.Tensor, speech_latents: torch.Tensor, codec) -> list[np.ndarray]:
+        """Diffusion head: (B, T) generated speech ids and (B, T, d) codec latents -> one float32 waveform per
+        row, decoded from the latents of the frames before the first `[eos]` (`codec.decode_continuous`)."""
+        speech_ids, speech_latents = torch.as_tensor(speech_ids), torch.as_tensor(speech_latents)
+        waves = []
+        for ids, latents in zip(speech_ids.reshape(speech_ids.shape[0], -1), speech_latents):
+            n = len(self.speech_codes(ids))
+            if n == 0:
+                waves.append(np.zeros(0, dtype=np.float32))
+                continue
+            device = next(codec.parameters()).device
+            with torch.no_grad():
+                wave = codec.decode_continuous(latents[None, :n].float().to(device))[0]
+            waves.append(wave.float().cpu().numpy())
+        return waves
+
     def answer_text_ids(self, ids: Sequence[int]) -> list[int]:
         """The answer part of a generated text stream: after the last `<|abos|>`, up to `<|aeos|>`."""
         ids = list(ids)
@@ -299,8 +325,8 @@ class OmniDRCAProcessor(ProcessorMixin):
         """`generation_mode="text"`: the answer texts; `"audio"`: one float32 waveform per sample.
 
         `generated_outputs` is what `model.generate` returns (an object with `sequences` and, for audio,
-        `waveform` (+ `waveform_lengths`) or `speech_ids`), or a tensor of text ids. Decoding
-        `speech_ids` needs `codec=model.speech_codec`.
+        `waveform` (+ `waveform_lengths`) or `speech_ids` (+ `speech_latents` from the diffusion head)), or a
+        tensor of text ids. Decoding `speech_ids` / `speech_latents` needs `codec=model.speech_codec`.
         """
         mode = generation_mode or "text"
         if mode == "text":
@@ -319,6 +345,9 @@ class OmniDRCAProcessor(ProcessorMixin):
                 return waves
             speech_ids = getattr(generated_outputs, "speech_ids", None)
             codec = kwargs.get("codec")
+            latents = getattr(generated_outputs, "speech_latents", None)
+            if latents is not None and speech_ids is not None and codec is not None:  # diffusion head
+                return self.decode_speech_latents(speech_ids, latents, codec)
             if speech_ids is None or codec is None:
                 raise ValueError(
                     "generation_mode='audio' needs generate outputs with a `waveform`, or `speech_ids` plus "

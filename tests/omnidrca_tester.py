@@ -21,6 +21,9 @@ def mel_frames_to_groups(frames: int, k: int) -> int:
     return math.ceil(t25 / k)
 
 
+TINY_DIFFUSION = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, frequency_embedding_size=32)
+
+
 class OmniDRCAModelTester:
     def __init__(
         self,
@@ -86,7 +89,10 @@ class OmniDRCAModelTester:
             # Ids 10..89 avoid the special tokens of both the tiny config (92..95) and BPE tokenizers (0..8).
             text = torch.randint(10, 90, (n_text,), generator=gen).tolist()
             codes = torch.randint(0, config.speech_vocab_size, (n_codes,), generator=gen).tolist() if speech else None
-            turn = build_assistant_streams(text, codes, config)
+            latents = None
+            if speech and config.speech_head_type == "diffusion":  # bounded like the codec's latents
+                latents = torch.rand(n_codes, config.codec_config.latent_dim, generator=gen) * 2 - 1
+            turn = build_assistant_streams(text, codes, config, latents)
             n = len(prompt)
             rows.append(
                 dict(
@@ -96,6 +102,8 @@ class OmniDRCAModelTester:
                     speech_labels=torch.cat([torch.full((n, k), IGNORE_INDEX), turn.speech_labels]),
                 )
             )
+            if latents is not None:
+                rows[-1]["speech_latents"] = torch.cat([torch.zeros(n, k, latents.shape[1]), turn.speech_latents])
         length = max(r["input_ids"].shape[0] for r in rows)
 
         def pad(x: torch.Tensor, value: int) -> torch.Tensor:
@@ -109,6 +117,8 @@ class OmniDRCAModelTester:
         if speech:
             batch["speech_ids"] = torch.stack([pad(r["speech_ids"], config.speech_pad_token_id) for r in rows])
             batch["speech_labels"] = torch.stack([pad(r["speech_labels"], IGNORE_INDEX) for r in rows])
+            if "speech_latents" in rows[0]:
+                batch["speech_latents"] = torch.stack([pad(r["speech_latents"], 0) for r in rows])
         max_frames = max(self.mel_frames)
         batch["input_features"] = torch.randn(self.batch_size, config.audio_config.num_mel_bins, max_frames, generator=gen)
         batch["feature_attention_mask"] = torch.stack(

@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO / "tests" / "fixtures" / "tiny-random-omnidrca"
 GOLDEN = REPO / "tests" / "fixtures" / "tiny-random-omnidrca-golden.safetensors"
 MODEL_CODE = ("configuration_omnidrca.py", "modeling_omnidrca.py", "streams.py", "compose.py", "codec_omnidrca.py",
-              "audio_utils.py")
+              "audio_utils.py", "diffusion_head.py")
 PACKAGE_CODE = (*MODEL_CODE, "processing_omnidrca.py", "feature_extraction_omnidrca.py", "tokenization.py")
 
 

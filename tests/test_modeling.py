@@ -234,6 +234,3 @@ def test_config_errors():
         OmniDRCAConfig(audio_config={"model_type": "wav2vec2"})
     with pytest.raises(ValueError, match="outside the text vocabulary"):
         OmniDRCAModelTester(audio_token_id=10_000).get_config()
-    diffusion = OmniDRCAModelTester(speech_head_type="diffusion").get_config()
-    with pytest.raises(NotImplementedError, match="diffusion"):
-        OmniDRCAForConditionalGeneration(diffusion)

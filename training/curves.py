@@ -23,7 +23,7 @@ CURVES_FILE = "training_curves.png"
 # Panels: title -> logged keys (train and `eval_` versions of each are drawn when present).
 PANELS = {
     "loss": ("loss",),
-    "loss components": ("text_loss", "speech_loss", "contrastive_loss", "mel_loss", "stft_loss"),
+    "loss components": ("text_loss", "speech_loss", "contrastive_loss", "stop_loss", "mel_loss", "stft_loss"),
     "learning rate": ("learning_rate",),
     "gradient norm": ("grad_norm",),
 }

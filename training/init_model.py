@@ -5,6 +5,13 @@
     python -m training.init_model --corpus data/corpus --whisper runs/whisper-tiny.en --codec runs/codec \
         --output runs/omnidrca-init
 
+With `--from-model`, an existing OmniDRCA folder gets another speech head instead (everything else is kept;
+the new head starts fresh), e.g. the diffusion head on the stage 1 model, with the latent normalisation
+statistics computed over the corpus's training answers:
+
+    python -m training.init_model --from-model runs/stage1 --speech-head-type diffusion --corpus data/corpus \
+        --output runs/diffusion-init
+
 It goes through the same "compose from real backbones" path as a 7B build (`compose_from_backbones`): the
 tokenizer is trained on the corpus's training texts (byte-level BPE + the stream tokens), the text backbone
 is a new Qwen2 of the given size (no small pretrained LM is available offline), the speech encoder is
@@ -38,8 +45,15 @@ def corpus_texts(corpus_path: str, split: str = "train") -> list[str]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", required=True)
-    parser.add_argument("--whisper", required=True, help="a Whisper checkpoint folder (e.g. the converted tiny.en)")
-    parser.add_argument("--codec", required=True, help="a trained OmniDRCASpeechCodec folder")
+    parser.add_argument("--whisper", help="a Whisper checkpoint folder (e.g. the converted tiny.en)")
+    parser.add_argument("--codec", help="a trained OmniDRCASpeechCodec folder")
+    parser.add_argument("--from-model", help="an OmniDRCA folder to give another speech head (see --speech-head-type)")
+    parser.add_argument("--speech-head-type", default="srh", choices=["srh", "diffusion"])
+    parser.add_argument("--dit-hidden-size", type=int, default=192)
+    parser.add_argument("--dit-layers", type=int, default=3)
+    parser.add_argument("--dit-heads", type=int, default=4)
+    parser.add_argument("--ode-steps", type=int, default=10)
+    parser.add_argument("--stats-rows", type=int, default=None, help="training rows for the latent statistics (default all)")
     parser.add_argument("--output", required=True)
     parser.add_argument("--vocab-size", type=int, default=1024, help="BPE vocabulary of the text tokenizer")
     parser.add_argument("--hidden-size", type=int, default=256)
@@ -55,9 +69,43 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def diffusion_config(args: argparse.Namespace) -> dict:
+    return dict(hidden_size=args.dit_hidden_size, num_hidden_layers=args.dit_layers,
+                num_attention_heads=args.dit_heads, num_ode_steps=args.ode_steps)
+
+
+def switch_head(args: argparse.Namespace) -> None:
+    """`--from-model`: keep everything, give the model a fresh speech head of `--speech-head-type`."""
+    from modeling_omnidrca import OmniDRCAForConditionalGeneration
+    from modeling_omnidrca.compose import replace_speech_head
+
+    from .sft import speech_latent_stats
+
+    source = OmniDRCAForConditionalGeneration.from_pretrained(args.from_model, dtype=torch.float32)
+    processor = OmniDRCAProcessor.from_pretrained(args.from_model)
+    model = replace_speech_head(source, args.speech_head_type,
+                                diffusion_config(args) if args.speech_head_type == "diffusion" else None)
+    if args.speech_head_type == "diffusion":
+        rows = load_from_disk(args.corpus)["train"]
+        mean, std = speech_latent_stats(rows, model.speech_codec, max_rows=args.stats_rows)
+        model.set_speech_latent_stats(mean, std)
+        print(f"latent statistics over the {args.corpus} training answers: mean {mean.tolist()}, std {std.tolist()}")
+    model.config.name_or_path = f"{args.from_model} with a new {args.speech_head_type} speech head"
+    model.save_pretrained(args.output)
+    processor.save_pretrained(args.output)
+    head = sum(p.numel() for p in model.speech_head.parameters()) / 1e6
+    embed = sum(p.numel() for p in model.model.speech_embed.parameters()) / 1e6
+    print(f"wrote {Path(args.output)}: speech head {head:.2f} M, speech-group embedding {embed:.2f} M, "
+          f"all {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M")
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     torch.manual_seed(args.seed)
+    if args.from_model:
+        return switch_head(args)
+    if not (args.whisper and args.codec):
+        raise SystemExit("--whisper and --codec are required (or --from-model to switch the speech head of a model).")
     tokenizer = train_text_tokenizer(corpus_texts(args.corpus), vocab_size=args.vocab_size)
     text_config = Qwen2Config(
         vocab_size=len(tokenizer), hidden_size=args.hidden_size, intermediate_size=args.intermediate_size,
@@ -72,7 +120,9 @@ def main(argv: list[str] | None = None) -> None:
         Qwen2ForCausalLM(text_config).save_pretrained(text_dir)
         model = compose_from_backbones(
             text_dir, args.whisper, codec_model=args.codec, srh_config=srh_config, group_size=args.group_size,
-            speech_delay=args.speech_delay, **stream_token_ids(tokenizer),
+            speech_delay=args.speech_delay, speech_head_type=args.speech_head_type,
+            **({"diffusion_config": diffusion_config(args)} if args.speech_head_type == "diffusion" else {}),
+            **stream_token_ids(tokenizer),
         )  # fmt: skip
     processor = OmniDRCAProcessor(
         OmniDRCAFeatureExtractor(feature_size=model.config.audio_config.num_mel_bins), tokenizer,
@@ -85,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
     processor.save_pretrained(args.output)
     parts = {name: sum(p.numel() for p in module.parameters()) / 1e6 for name, module in [
         ("speech encoder", model.model.audio_tower), ("text backbone", model.model.language_model),
-        ("SRH", model.speech_head), ("codec", model.speech_codec), ("all", model)]}
+        ("speech head", model.speech_head), ("codec", model.speech_codec), ("all", model)]}
     print(f"wrote {Path(args.output)}: " + ", ".join(f"{k} {v:.2f} M" for k, v in parts.items()))
 
 

@@ -23,7 +23,7 @@ from processing.schema import SAMPLING_RATE, SPEECH_ANSWER_TASKS, TASKS, to_floa
 
 from .curves import available_loggers
 
-LOSS_COMPONENTS = ("text_loss", "speech_loss", "contrastive_loss")
+LOSS_COMPONENTS = ("text_loss", "speech_loss", "contrastive_loss", "stop_loss")
 
 
 def row_to_example(row: dict) -> dict:
@@ -33,7 +33,7 @@ def row_to_example(row: dict) -> dict:
         user = [{"type": "audio", "audio": to_float(row["question_audio"]), "sampling_rate": SAMPLING_RATE}]
     else:
         user = row["question_text"]
-    codes = None
+    codes = latents = None
     if row["task"] in SPEECH_ANSWER_TASKS:
         codes = row.get("answer_codes")
         if codes is None:
@@ -41,12 +41,16 @@ def row_to_example(row: dict) -> dict:
                 f"Row {row.get('id')!r} ({row['task']}) answers in speech but has no `answer_codes`. Cache the codes "
                 "of the answer audio first: `processing.cache.add_answer_codes(dataset, model.speech_codec)`."
             )
-    return {
+        latents = row.get("answer_latents")  # the diffusion head's continuous stream (`add_answer_latents`)
+    example = {
         "messages": [{"role": "system", "content": row["system_prompt"]}, {"role": "user", "content": user}],
         "answer_text": row["answer_text"],
         "answer_codes": None if codes is None else list(codes),
         "transcripts": [row["question_text"]] if spoken else None,
     }
+    if latents is not None:
+        example["answer_latents"] = latents
+    return example
 
 
 class OmniDRCACollator:
@@ -114,8 +118,62 @@ def sft_config(output_dir: str, **overrides: Any) -> SFTConfig:
     return SFTConfig(**{**sft_defaults(), "output_dir": output_dir, **overrides})
 
 
+def _encode_answers(batch: dict, codec) -> list[torch.Tensor | None]:
+    """(B rows) -> per row the (n_codes, d) continuous latents of `answer_audio`, or None without audio."""
+    device = next(codec.parameters()).device
+    waves = [to_float(a) for a in batch["answer_audio"]]
+    out: list[torch.Tensor | None] = [None] * len(waves)
+    spoken = [i for i, w in enumerate(waves) if len(w)]
+    if spoken:
+        longest = max(len(waves[i]) for i in spoken)
+        padded = torch.zeros(len(spoken), longest)
+        mask = torch.zeros(len(spoken), longest, dtype=torch.long)
+        for row, i in enumerate(spoken):
+            padded[row, : len(waves[i])] = torch.from_numpy(waves[i])
+            mask[row, : len(waves[i])] = 1
+        with torch.no_grad():
+            latents = codec.encode_continuous(padded.to(device), mask.to(device)).float().cpu()  # (n, T25, d)
+        lengths = codec.code_lengths(mask).cpu()
+        for row, i in enumerate(spoken):
+            out[i] = latents[row, : int(lengths[row])]
+    return out
+
+
+def add_answer_latents(dataset, codec, batch_size: int = 16):
+    """Add `answer_latents` (the codec's continuous latents of `answer_audio`, (n_codes, d) per row, one per
+    cached code; empty for text-only answers): the diffusion head's inputs and targets, computed once."""
+    from datasets import Sequence as DSequence
+    from datasets import Value
+
+    def encode(batch: dict) -> dict:
+        return {"answer_latents": [[] if x is None else x.tolist() for x in _encode_answers(batch, codec)]}
+
+    features = dataset.features.copy()
+    features["answer_latents"] = DSequence(DSequence(Value("float32")))
+    return dataset.map(encode, batched=True, batch_size=batch_size, features=features, desc="codec latents")
+
+
+def speech_latent_stats(dataset, codec, batch_size: int = 32, max_rows: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-dimension mean and std of the codec's continuous latents over the answer audio of `dataset`
+    (the diffusion head's normalisation, `model.set_speech_latent_stats`)."""
+    total = torch.zeros(codec.config.latent_dim, dtype=torch.float64)
+    squares, count = torch.zeros_like(total), 0
+    rows = len(dataset) if max_rows is None else min(max_rows, len(dataset))
+    for start in range(0, rows, batch_size):
+        batch = dataset[start : min(start + batch_size, rows)]
+        for latents in _encode_answers(batch, codec):
+            if latents is not None:
+                total += latents.double().sum(0)
+                squares += (latents.double() ** 2).sum(0)
+                count += latents.shape[0]
+    if count == 0:
+        raise ValueError("No answer audio in the dataset: the latent statistics need speech answers (S2S/T2S rows).")
+    mean = total / count
+    return mean.float(), (squares / count - mean**2).clamp(min=1e-8).sqrt().float()
+
+
 def prepare_dataset(dataset, codec, tasks: Sequence[str] | None = None, max_samples: int | None = None,
-                    name: str = "dataset"):
+                    name: str = "dataset", latents: bool = False):
     """Select the rows a stage trains on and cache their answer codes.
 
     Args:
@@ -123,6 +181,7 @@ def prepare_dataset(dataset, codec, tasks: Sequence[str] | None = None, max_samp
         codec: the model's speech codec (`model.speech_codec`), for `answer_codes` when they are missing.
         tasks: keep only these task families (e.g. stage 1: `["asr", "t2s"]`); None keeps all.
         max_samples: keep the first `max_samples` rows after the task filter.
+        latents: also cache `answer_latents` (the diffusion head's continuous speech stream).
     """
     if tasks:
         unknown = sorted(set(tasks) - set(TASKS))
@@ -139,6 +198,8 @@ def prepare_dataset(dataset, codec, tasks: Sequence[str] | None = None, max_samp
         )
     if "answer_codes" not in dataset.column_names:
         dataset = add_answer_codes(dataset, codec)
+    if latents and "answer_latents" not in dataset.column_names:
+        dataset = add_answer_latents(dataset, codec)
     return dataset
 
 
@@ -180,6 +241,8 @@ def build_trainer(model, processor, train_dataset, args: SFTConfig, eval_dataset
 __all__ = [
     "LOSS_COMPONENTS",
     "LossOnlyPredictionMixin",
+    "add_answer_latents",
+    "speech_latent_stats",
     "OmniDRCACollator",
     "OmniDRCASFTTrainer",
     "build_trainer",

@@ -47,7 +47,7 @@ class OmniDRCAScriptArguments:
     freeze_backbone: bool = field(default=False, metadata={"help": "Freeze the text LM (layers, embeddings, text head)."})
     freeze_audio_encoder: bool = field(default=False, metadata={"help": "Freeze the Whisper speech encoder."})
     contrastive_weight: float | None = field(default=None, metadata={"help": "Override the model config's contrastive loss weight."})
-    speech_loss_weight: float | None = field(default=None, metadata={"help": "Override the model config's speech (SRH) loss weight."})
+    speech_loss_weight: float | None = field(default=None, metadata={"help": "Override the model config's speech loss weight (SRH CE or diffusion flow-matching MSE)."})
     lora_target_regex: str = field(
         default=BACKBONE_LINEAR_REGEX,
         metadata={"help": "With use_peft and no lora_target_modules: PEFT regex (full match) of the LoRA targets."},
@@ -65,12 +65,14 @@ def main(script_args: OmniDRCAScriptArguments, training_args: SFTConfig, model_a
 
     corpus = load_from_disk(script_args.dataset_path)
     with training_args.main_process_first(desc="corpus selection and codec codes"):
+        latents = model.config.speech_head_type == "diffusion"  # its speech stream is continuous
         train = prepare_dataset(corpus[script_args.train_split], model.speech_codec, script_args.tasks,
-                                script_args.max_train_samples, name=f"{script_args.train_split} split")
+                                script_args.max_train_samples, name=f"{script_args.train_split} split", latents=latents)
         evaluation = None
         if script_args.eval_split and script_args.eval_split.lower() != "none":
             evaluation = prepare_dataset(corpus[script_args.eval_split], model.speech_codec, script_args.tasks,
-                                         script_args.max_eval_samples, name=f"{script_args.eval_split} split")
+                                         script_args.max_eval_samples, name=f"{script_args.eval_split} split",
+                                         latents=latents)
 
     peft_config = get_peft_config(model_args)
     if peft_config is not None and not model_args.lora_target_modules:
