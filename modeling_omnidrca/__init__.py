@@ -9,8 +9,8 @@ this package.
 from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, AutoModelForMultimodalLM, AutoProcessor
 
 from .codec_omnidrca import OmniDRCASpeechCodec, OmniDRCASpeechCodecConfig
-from .compose import compose_from_backbones
-from .configuration_omnidrca import OmniDRCAConfig
+from .compose import compose_from_backbones, replace_speech_head
+from .configuration_omnidrca import OmniDRCAConfig, OmniDRCADiffusionHeadConfig
 from .feature_extraction_omnidrca import OmniDRCAFeatureExtractor
 from .generation_omnidrca import IncrementalSpeechDecoder, OmniDRCAGenerateOutput, OmniDRCAStreamer, StreamPiece
 from .modeling_omnidrca import (
@@ -29,6 +29,7 @@ AutoConfig.register(OmniDRCAConfig.model_type, OmniDRCAConfig, exist_ok=True)
 AutoModel.register(OmniDRCAConfig, OmniDRCAForConditionalGeneration, exist_ok=True)
 AutoConfig.register(OmniDRCASpeechCodecConfig.model_type, OmniDRCASpeechCodecConfig, exist_ok=True)
 AutoModel.register(OmniDRCASpeechCodecConfig, OmniDRCASpeechCodec, exist_ok=True)
+AutoConfig.register(OmniDRCADiffusionHeadConfig.model_type, OmniDRCADiffusionHeadConfig, exist_ok=True)
 AutoModelForMultimodalLM.register(OmniDRCAConfig, OmniDRCAForConditionalGeneration, exist_ok=True)
 AutoFeatureExtractor.register(OmniDRCAConfig, OmniDRCAFeatureExtractor, exist_ok=True)
 AutoProcessor.register(OmniDRCAConfig, OmniDRCAProcessor, exist_ok=True)
@@ -41,6 +42,7 @@ OmniDRCAProcessor.register_for_auto_class("AutoProcessor")
 __all__ = [
     "AssistantStreams",
     "OmniDRCAConfig",
+    "OmniDRCADiffusionHeadConfig",
     "IncrementalSpeechDecoder",
     "OmniDRCAFeatureExtractor",
     "OmniDRCAGenerateOutput",
@@ -56,5 +58,6 @@ __all__ = [
     "add_stream_special_tokens",
     "build_assistant_streams",
     "compose_from_backbones",
+    "replace_speech_head",
     "train_text_tokenizer",
 ]

@@ -43,7 +43,8 @@ def main() -> None:
     parts = {
         "audio_tower": model.model.audio_tower, "audio grouper": model.model.multi_modal_projector,
         "speech group embedding": model.model.speech_embed, "language_model": model.model.language_model,
-        "lm_head": model.lm_head, "speech_head (SRH)": model.speech_head, "speech_codec (frozen)": model.speech_codec,
+        "lm_head": model.lm_head, f"speech_head ({config.speech_head_type})": model.speech_head,
+        "speech_codec (frozen)": model.speech_codec,
     }
     print(f"{type(model).__name__} from {args.model}: k={k}, speech delay={config.speech_delay} groups")
     for name, module in parts.items():
@@ -67,6 +68,8 @@ def main() -> None:
     # A training example: the same question answered in text and speech (13 codes = 0.52 s).
     example = {"messages": conversation, "answer_text": "seven plus twelve is nineteen",
                "answer_codes": list(range(13)), "transcripts": ["what is seven plus twelve"]}
+    if config.speech_head_type == "diffusion":  # its speech stream carries the codes' continuous latents
+        example["answer_latents"] = model.speech_codec.codes_to_latents(torch.tensor([list(range(13))]))[0]
     batch = processor.build_training_batch([example])
     start = int(batch["labels"][0].ne(-100).nonzero()[0]) - 1  # the <|abos|> step
     print("\nassistant streams (row = one LLM step; speech shows the k codes of the group):")
@@ -77,7 +80,8 @@ def main() -> None:
         out = model(**batch)
     print(f"\ntraining forward: loss {out.loss:.3f} = text {out.text_loss:.3f} + {config.speech_loss_weight} x speech "
           f"{out.speech_loss:.3f} (+ {config.contrastive_weight} x contrastive {out.contrastive_loss:.3f}, "
-          "0 with a single clip: no negatives)")
+          "0 with a single clip: no negatives)"
+          + (f" + {config.diffusion_config.stop_loss_weight} x stop {out.stop_loss:.3f}" if out.stop_loss is not None else ""))
 
     # The public path: the user turn above, answered in text and speech in one parallel pass.
     begin = time.perf_counter()

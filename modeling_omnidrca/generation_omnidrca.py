@@ -154,7 +154,7 @@ class OmniDRCAGenerationMixin(GenerationMixin):
                 `config.diffusion_config` (`num_ode_steps`, `ode_solver`, `guidance_scale`).
             seed / generator: make sampling reproducible (pass one or the other).
             return_waveform: decode the speech with `model.speech_codec` (default: on in audio mode).
-            output_logits: also return the raw text and SRH logits of every step.
+            output_logits: also return the raw text and SRH logits of every step (text only with the diffusion head).
             logits_processor / speech_logits_processor: extra `LogitsProcessor`s for each stream, called
                 with the stream's history (text: prompt + answer ids; speech: the 25 Hz tokens so far).
             streamer: an [`OmniDRCAStreamer`], or any transformers streamer (text only, batch size 1).
@@ -430,7 +430,7 @@ class OmniDRCAGenerationMixin(GenerationMixin):
                     latent_history = torch.cat([latent_history, latent_group], dim=1)
             if output_logits:
                 all_logits.append(logits)
-                if speech_mode:
+                if speech_mode and not diffusion:  # the diffusion head has no speech-token logits
                     vs = cfg.speech_embed_vocab_size
                     all_speech_logits.append(
                         step_speech_logits if step_speech_logits is not None
@@ -460,7 +460,7 @@ class OmniDRCAGenerationMixin(GenerationMixin):
         result = OmniDRCAGenerateOutput(sequences=text_history, past_key_values=cache)
         if output_logits:
             result.logits = torch.stack(all_logits, dim=1)  # (B, S, Vt)
-            if speech_mode:
+            if speech_mode and not diffusion:
                 result.speech_logits = torch.stack(all_speech_logits, dim=1)  # (B, S, k, Vs)
         if speech_mode:
             speech = speech_history[:, delay * k :]  # (B, T) drop the delay's bos groups

@@ -24,6 +24,14 @@ from processing.corpus import HELD_OUT_VOICES, synthesize
 from .evaluate import markdown_table
 
 MAX_MB = 60
+HEADS = {  # speech_head_type -> how the card describes it, and the script that rebuilds the checkpoint
+    "srh": dict(head_sentence="backbone, ungrouped by the Speech Refined Head).", head_part="the SRH",
+                script="training/make_demo.sh"),
+    "diffusion": dict(
+        head_sentence="backbone; each 5 Hz state is turned into the next group's 5 continuous codec latents by a\n"
+                      "small diffusion transformer, flow matching, instead of the SRH's discrete codes).",
+        head_part="the diffusion head (a {head} DiT + stop head)", script="training/make_demo_diffusion.sh"),
+}
 EXAMPLES = {  # file stem -> (question, voice, rate, pitch): held-out voices, phrasings the model can answer
     "seven_plus_twelve": ("what is seven plus twelve", HELD_OUT_VOICES[2], 155, 45),
     "capital_of_france": ("what is the capital of france", HELD_OUT_VOICES[0], 155, 50),
@@ -38,12 +46,12 @@ language: [en]
 tags: [omnidrca, speech-to-speech, spoken-language-model, demo]
 ---
 
-# omnidrca-demo
+# {name}
 
 A small OmniDRCA model trained on a 2-core CPU: it hears a spoken question and answers in text and speech
 together, in one autoregressive pass (dual-resolution speech: 25 Hz codec codes grouped 5 -> 5 Hz into the
-backbone, ungrouped by the Speech Refined Head). {params} parameters: Whisper tiny.en encoder (pretrained,
-frozen), a {backbone} text backbone trained from scratch, the SRH and a 1000-code 25 Hz speech codec.
+{head_sentence} {params} parameters: Whisper tiny.en encoder (pretrained,
+frozen), a {backbone} text backbone trained from scratch, {head_part} and a 1000-code 25 Hz speech codec.
 
 ## Intended use
 
@@ -67,7 +75,7 @@ wave = processor.post_process_multimodal_output(out, generation_mode="audio")[0]
 
 Synthetic English speech from espeak-ng (`processing.build_corpus`): {corpus}. Validation and test use
 voices, speaking rates, pitches and phrasings never seen in training. The assistant's answers are spoken in
-one fixed voice (espeak-ng en-us, 150 words per minute). Reproduce everything with `bash training/make_demo.sh`
+one fixed voice (espeak-ng en-us, 150 words per minute). Reproduce everything with `bash {script}`
 (corpus, Whisper conversion, codec, stage 1 alignment, stage 2 multi-task SFT, packaging, evaluation).
 
 ## Evaluation (test split: held-out voices, rates and phrasings)
@@ -127,8 +135,11 @@ def main(argv: list[str] | None = None) -> None:
         corpus = ", ".join(f"{split} {v['rows']} rows ({v['audio_hours']:.1f} h of audio)" for split, v in info["splits"].items())
     params = sum(p.numel() for p in model.parameters())
     backbone = sum(p.numel() for p in model.model.language_model.parameters())
+    head = {k: v.format(head=f"{sum(p.numel() for p in model.speech_head.parameters()) / 1e6:.1f} M")
+            for k, v in HEADS[model.config.speech_head_type].items()}
     (out / "README.md").write_text(CARD.format(params=f"{params / 1e6:.1f} M", backbone=f"{backbone / 1e6:.1f} M",
-                                               folder=out.as_posix(), corpus=corpus, table=table))
+                                               folder=out.as_posix(), corpus=corpus, table=table, name=out.name,
+                                               **head))
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 2**20
     print(f"wrote {out} ({size:.1f} MiB)")
     if size > MAX_MB:
