@@ -84,18 +84,25 @@ def test_question_audio_is_read_as_mono_and_bad_inputs_say_what_to_do(tmp_path):
         load_question(None)
 
 
-def test_checkpoint_list_finds_demo_folders_and_puts_the_given_model_first(tmp_path):
+def test_checkpoint_list_finds_demo_folders_and_puts_the_given_model_first(tmp_path, monkeypatch):
     for name in ("omnidrca-demo", "omnidrca-demo-diffusion", "other-model"):
         (tmp_path / name).mkdir()
         (tmp_path / name / "config.json").write_text("{}")
     (tmp_path / "omnidrca-demo-empty").mkdir()  # no config.json: not a checkpoint
     assert list(find_checkpoints(tmp_path)) == ["omnidrca-demo", "omnidrca-demo-diffusion"]
-    assert list(model_choices(str(tmp_path / "other-model"), tmp_path)) == [
-        "other-model", "omnidrca-demo", "omnidrca-demo-diffusion"]
-    same = model_choices(str(tmp_path / "omnidrca-demo"), tmp_path)  # already listed: not twice
-    assert list(same) == ["omnidrca-demo", "omnidrca-demo-diffusion"]
-    assert next(iter(model_choices("someone/omnidrca-hub", tmp_path))) == "someone/omnidrca-hub"
-    assert find_checkpoints(tmp_path / "missing") == {}
+    choices, selected = model_choices(None, tmp_path)
+    assert selected == str(tmp_path / "omnidrca-demo") == choices["omnidrca-demo"]
+    choices, selected = model_choices(str(tmp_path / "other-model"), tmp_path)
+    assert list(choices) == ["other-model", "omnidrca-demo", "omnidrca-demo-diffusion"]
+    assert selected == str(tmp_path / "other-model")
+    # Another spelling of a listed folder selects its entry instead of adding a second one.
+    monkeypatch.chdir(tmp_path)
+    choices, selected = model_choices("./omnidrca-demo-diffusion/", tmp_path)
+    assert list(choices) == ["omnidrca-demo", "omnidrca-demo-diffusion"]
+    assert selected == choices["omnidrca-demo-diffusion"]
+    choices, selected = model_choices("someone/omnidrca-hub", tmp_path)
+    assert next(iter(choices)) == "someone/omnidrca-hub" == selected
+    assert find_checkpoints(tmp_path / "missing") == {} and model_choices(None, tmp_path / "missing") == ({}, None)
 
 
 def test_handler_streams_text_and_audio_then_gives_the_wav_and_plot(registry):

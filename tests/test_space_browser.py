@@ -25,7 +25,9 @@ def page():
         "or point OMNIDRCA_CHROMIUM at a Chromium/Chrome executable.")
     from playwright.sync_api import sync_playwright
 
-    with running_app() as (url, _), sync_playwright() as playwright:
+    # The model given the way a user types it (relative, through the environment) must select the bundled entry.
+    env = {"OMNIDRCA_MODEL": "checkpoints/omnidrca-demo"}
+    with running_app(env=env, cwd=ROOT) as (url, _), sync_playwright() as playwright:
         # Autoplay without a click: a headless page has no user gesture, and the live answer autoplays.
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
                                              args=["--autoplay-policy=no-user-gesture-required"])
@@ -73,3 +75,8 @@ def test_a_click_with_nothing_to_ask_shows_a_message(page):
     page.click("#ask")
     expect(page.locator("#chat")).to_contain_text("Record or upload a question")
     expect(page.locator(".toast-body").first).to_contain_text("Record or upload a question")
+
+
+def test_model_given_as_a_relative_path_selects_the_bundled_entry(page):
+    # The dropdown shows the folder's name, not a duplicate entry for the path typed on the command line.
+    assert page.locator("#model-choice input").input_value() == "omnidrca-demo"

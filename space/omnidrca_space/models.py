@@ -35,15 +35,18 @@ def find_checkpoints(root: str | Path = CHECKPOINTS) -> dict[str, str]:
     return {p.name: str(p) for p in sorted(root.glob("omnidrca-demo*")) if (p / "config.json").is_file()}
 
 
-def model_choices(extra: str | None = None, root: str | Path = CHECKPOINTS) -> dict[str, str]:
-    """The dropdown's choices: the bundled checkpoints, plus `extra` (a folder or Hub id) first if it is new."""
+def model_choices(extra: str | None = None, root: str | Path = CHECKPOINTS) -> tuple[dict[str, str], str | None]:
+    """(the dropdown's choices, the selected one): the bundled checkpoints, plus `extra` (a folder or Hub id)
+    first if it is not one of them. `extra` given as another spelling of a bundled folder (relative,
+    symlinked) selects that folder's entry, so the selection is always one of the choices."""
     found = find_checkpoints(root)
     if extra is None:
-        return found
-    if str(Path(extra).resolve()) in {str(Path(p).resolve()) for p in found.values()}:
-        return found
-    label = Path(extra).name if Path(extra).exists() else extra
-    return {label: str(extra), **found}
+        return found, next(iter(found.values()), None)
+    for folder in found.values():
+        if Path(extra).resolve() == Path(folder).resolve():
+            return found, folder
+    label = Path(extra).name if Path(extra).exists() else str(extra)
+    return {label: str(extra), **found}, str(extra)
 
 
 class ModelRegistry:

@@ -24,12 +24,13 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_app(*args: str, timeout: float = 180.0, env: dict | None = None) -> Iterator[tuple[str, list[str]]]:
+def running_app(*args: str, timeout: float = 180.0, env: dict | None = None,
+                cwd: str | Path | None = None) -> Iterator[tuple[str, list[str]]]:
     """Start `space/app.py` on 127.0.0.1 and a free port; yield (local URL it printed, its output lines so far)."""
     port = free_port()
     cmd = [sys.executable, str(APP), "--host", "127.0.0.1", "--port", str(port), *args]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-                            env={**os.environ, **(env or {})})
+                            env={**os.environ, **(env or {})}, cwd=cwd)
     lines: list[str] = []
     # Drain the pipe for the app's whole life: a full pipe would block the server's logging.
     reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)

@@ -175,11 +175,10 @@ def build_demo(model: str | None = None, checkpoints: str | Path = CHECKPOINTS,
     `checkpoints/omnidrca-demo*` folder. The selected model is loaded now, the others on first use.
     `stream_audio=False` (no ffmpeg for gradio's live stream) hides the live player and autoplays the file."""
     registry = registry or ModelRegistry()
-    choices = model_choices(model, checkpoints)
-    if not choices:
+    choices, selected = model_choices(model, checkpoints)
+    if selected is None:
         raise ValueError(f"No OmniDRCA checkpoint found: expected {DEFAULT_MODEL} or --model <folder or Hub id>, "
                          f"got an empty {checkpoints}. Fix: run from a checkout, or pass --model.")
-    selected = str(model) if model is not None else next(iter(choices.values()))
     registry.get(selected)  # load once at start-up: the first visitor should not wait for it
     examples = load_examples()
 
@@ -188,7 +187,7 @@ def build_demo(model: str | None = None, checkpoints: str | Path = CHECKPOINTS,
         with gr.Row():
             with gr.Column(scale=2):
                 model_box = gr.Dropdown([(k, v) for k, v in choices.items()], value=selected, label="Model",
-                                        info="Loaded on first use, then kept.")
+                                        info="Loaded on first use, then kept.", elem_id="model-choice")
                 audio_in = gr.Audio(sources=["microphone", "upload"], type="filepath",
                                     label="Your question (speak or upload)", elem_id="question-audio")
                 typed_in = gr.Textbox(label="Or type a sentence to hear it read aloud", lines=1,
