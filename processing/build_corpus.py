@@ -25,7 +25,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--test", type=int, default=200, help="test rows (held-out voices/phrasings)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS, help="task families to include")
-    parser.add_argument("--facts", default=None, help="fact list TSV (relation, subject, answer); default: the demo's")
+    parser.add_argument("--facts", nargs="+", default=None,
+                        help="fact list TSV(s) (relation, subject, answer), merged; default: the demo's")
     parser.add_argument("--workers", type=int, default=1, help="parallel espeak-ng processes")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return parser.parse_args(argv)

@@ -201,12 +201,20 @@ FACTS_PATH = Path(__file__).parent / "data" / "demo_facts.tsv"
 Facts = dict[str, list[tuple[str, str]]]  # relation -> [(subject, answer), ...]
 
 
-def load_facts(path: str | Path = FACTS_PATH) -> Facts:
-    """relation -> [(subject, answer), ...] from the demo facts TSV (columns relation, subject, answer)."""
+FactsPath = str | Path | Sequence[str | Path]  # one fact TSV or several, merged
+
+
+def load_facts(path: FactsPath = FACTS_PATH) -> Facts:
+    """relation -> [(subject, answer), ...] from fact TSVs (columns relation, subject, answer). Several files
+    are merged, e.g. new facts plus the demo's own as replay, so that adapting to them does not erase the old."""
+    paths = [path] if isinstance(path, (str, Path)) else list(path)
+    if not paths:
+        raise ValueError("load_facts needs at least one fact TSV path, got an empty list.")
     facts: Facts = {}
-    with open(path, newline="", encoding="utf-8") as f:
-        for row in csv.DictReader(f, delimiter="\t"):
-            facts.setdefault(row["relation"], []).append((row["subject"], row["answer"]))
+    for one in paths:
+        with open(one, newline="", encoding="utf-8") as f:
+            for row in csv.DictReader(f, delimiter="\t"):
+                facts.setdefault(row["relation"], []).append((row["subject"], row["answer"]))
     # A new relation without question templates would silently never be asked: say so instead.
     missing = sorted(set(facts) - set(QUESTION_TEMPLATES))
     if missing:
@@ -288,7 +296,7 @@ def plan_texts(task: str, split: str, rng: random.Random, facts: Facts) -> tuple
 
 
 def plan_split(split: str, num_rows: int, seed: int = 0, tasks: Sequence[str] = TASKS,
-               facts_path: str | Path = FACTS_PATH) -> list[RowPlan]:
+               facts_path: FactsPath = FACTS_PATH) -> list[RowPlan]:
     """`num_rows` row plans for `split`; tasks balanced to within one row, order shuffled, all from `seed`.
     `facts_path`: the fact list (TSV relation/subject/answer) questions are drawn from."""
     _check_split(split)
@@ -425,7 +433,7 @@ def plan_to_row(plan: RowPlan, clips: dict[SynthesisJob, np.ndarray]) -> dict:
 
 
 def build_split(split: str, num_rows: int, seed: int = 0, tasks: Sequence[str] = TASKS, num_workers: int = 1,
-                progress: bool = True, facts_path: str | Path = FACTS_PATH) -> Dataset:
+                progress: bool = True, facts_path: FactsPath = FACTS_PATH) -> Dataset:
     """Plan, synthesise and assemble one split as a `Dataset` with `processing.schema.FEATURES`."""
     plans = plan_split(split, num_rows, seed, tasks, facts_path)
     clips = synthesize_all(synthesis_jobs(plans), num_workers, progress, desc=f"espeak {split}")
@@ -502,7 +510,7 @@ def espeak_version() -> str:
 
 def build_corpus(output_dir: str | Path, num_train: int, num_validation: int, num_test: int, seed: int = 0,
                  tasks: Sequence[str] = TASKS, num_workers: int = 1, progress: bool = True,
-                 facts_path: str | Path = FACTS_PATH) -> DatasetDict:
+                 facts_path: FactsPath = FACTS_PATH) -> DatasetDict:
     """Build train/validation/test, save them with `save_to_disk(output_dir)` plus `corpus_info.json`.
 
     Train uses only train voices/rates/pitches/templates; validation and test only held-out ones.
@@ -521,7 +529,7 @@ def build_corpus(output_dir: str | Path, num_train: int, num_validation: int, nu
     with _datasets_progress(progress):
         corpus.save_to_disk(str(output_dir), num_shards=empty_shards)
     info = corpus_info(corpus, seed, tasks)
-    info["facts"] = Path(facts_path).name
+    info["facts"] = [Path(p).name for p in ([facts_path] if isinstance(facts_path, (str, Path)) else facts_path)]
     (output_dir / "corpus_info.json").write_text(json.dumps(info, indent=2) + "\n")
     return corpus
 

@@ -336,3 +336,14 @@ def test_lora_number_relations_are_new_questions_with_known_answer_words():
         n = _words_to_int(a)
         assert _words_to_int(answer) == (2 * n if op == "plus" else n * n)
         assert a in p.question_text.split()
+
+
+def test_fact_lists_merge_for_replay():
+    new, demo = C.FACTS_PATH.parent / "lora_numbers.tsv", C.FACTS_PATH
+    merged = C.load_facts([new, demo])
+    assert merged == {**C.load_facts(new), **C.load_facts(demo)}  # relations are disjoint: a plain union
+    plans = C.plan_split("train", 300, seed=2, tasks=("s2t",), facts_path=[new, demo])
+    kinds = {p.template.split("/")[0] for p in plans}
+    assert {"double_of", "square_of", "capital_of", "arithmetic"} <= kinds
+    with pytest.raises(ValueError, match="at least one"):
+        C.load_facts([])
