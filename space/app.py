@@ -46,7 +46,8 @@ def main(argv: list[str] | None = None) -> None:
     # Requests beyond `concurrency` wait in gradio's queue (each visitor sees their place) instead of
     # oversubscribing the CPU; `max_size` bounds the wait.
     demo.queue(default_concurrency_limit=args.concurrency, max_size=args.max_queue)
-    demo.launch(server_name=args.host, server_port=args.port, show_error=True)
+    # 25 MB holds 30 s of 48 kHz stereo float wav, the longest clip accepted; gradio refuses bigger uploads itself.
+    demo.launch(server_name=args.host, server_port=args.port, show_error=True, max_file_size="25mb")
 
 
 if __name__ == "__main__":
