@@ -208,7 +208,8 @@ def build_demo(model: str | None = None, checkpoints: str | Path = CHECKPOINTS,
                     seed = gr.Number(value=0, precision=0, label="Seed")
                 if examples:
                     gr.Examples([[path, task] for path, _, task in examples], inputs=[audio_in, task_in],
-                                example_labels=[question for _, question, _ in examples], label="Spoken examples")
+                                example_labels=[question if task == next(iter(TASKS)) else f"{task.lower()}: {question}"
+                                                for _, question, task in examples], label="Spoken examples")
             with gr.Column(scale=3):
                 chat = gr.Chatbot(label="Conversation", height=380, elem_id="chat")
                 status = gr.Markdown(elem_id="status")
