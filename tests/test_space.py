@@ -34,9 +34,17 @@ ANSWER = "seven plus twelve is nineteen"
 SETTINGS = {"do_sample": False, "temperature": 0.7, "top_k": 50, "top_p": 0.95, "max_new_tokens": 60, "seed": 0}
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """As the app runs: single-token steps are fastest on one thread on this CPU (README, space/app.py)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def registry():
-    torch.set_num_threads(1)  # single-token steps: one thread is fastest on this CPU (README)
     return ModelRegistry()
 
 
@@ -195,3 +203,25 @@ def test_answer_plot_draws_waveform_and_spectrogram_even_for_a_tiny_clip():
     assert top.collections and bottom.images and bottom.get_xlim() == (0, 2.0)
     tiny = answer_figure(np.zeros(10, np.float32), 16000)  # shorter than one spectrogram window: no crash
     assert not tiny.axes[1].images
+
+
+def test_a_diffusion_head_checkpoint_answers_through_the_same_page(tmp_path):
+    # What checkpoints/omnidrca-demo-diffusion will be: the demo with the diffusion speech head (untrained
+    # here, so its speech is short noise), saved with its code and loaded by the dropdown like any other.
+    from transformers import AutoProcessor
+
+    from modeling_omnidrca import OmniDRCAForConditionalGeneration
+    from modeling_omnidrca.compose import replace_speech_head
+
+    torch.manual_seed(0)
+    demo = OmniDRCAForConditionalGeneration.from_pretrained(DEMO)
+    folder = tmp_path / "omnidrca-demo-diffusion"
+    replace_speech_head(demo, "diffusion", {"hidden_size": 64, "num_layers": 2, "num_attention_heads": 4}).save_pretrained(
+        folder)
+    AutoProcessor.from_pretrained(DEMO, trust_remote_code=True).save_pretrained(folder)
+    registry = ModelRegistry()
+    steps = run(make_respond(registry, {"omnidrca-demo-diffusion": str(folder)}), model=str(folder))
+    history, _, wav_path, _, status, _ = steps[-1]
+    assert registry.get(str(folder)).model.config.speech_head_type == "diffusion"
+    assert history[1]["content"] == ANSWER  # the text stream is the demo's own
+    assert wav_path is not None and "omnidrca-demo-diffusion: answered" in status
