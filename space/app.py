@@ -22,8 +22,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--host", default=None, help="interface to listen on (gradio's default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=None, help="port (gradio's default: 7860, or the next free one)")
     parser.add_argument("--device", default=os.environ.get("OMNIDRCA_DEVICE"), help="cpu / cuda (default: cuda if any)")
-    parser.add_argument("--threads", type=int, default=int(os.environ.get("OMNIDRCA_THREADS", "1")))
-    parser.add_argument("--concurrency", type=int, default=int(os.environ.get("OMNIDRCA_CONCURRENCY", "2")))
+    parser.add_argument("--threads", type=int, default=int(os.environ.get("OMNIDRCA_THREADS", "1")),
+                        help="torch threads per process (default 1)")
+    parser.add_argument("--concurrency", type=int, default=int(os.environ.get("OMNIDRCA_CONCURRENCY", "2")),
+                        help="answers generated at once (default 2)")
     parser.add_argument("--max-queue", type=int, default=64, help="requests waiting beyond this are turned away")
     return parser.parse_args(argv)
 
@@ -31,8 +33,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     # Generation is one small matrix-vector step after another: on a 2-vCPU box every step pays the
-    # thread-pool hand-off with 2 threads (48 ms vs 3.7 ms per backbone step, README "Generation speed").
-    # One thread per request, and `--concurrency` requests in parallel, uses the cores better.
+    # thread-pool hand-off with 2 threads (48 ms vs 3.7 ms per backbone step, README "Generation speed"; here
+    # 0.75 s vs 0.15 s per text answer, space/README.md). One thread per answer, `--concurrency` answers at
+    # once, uses the cores better.
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no phoning home from an offline machine
     import torch
