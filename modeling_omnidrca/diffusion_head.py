@@ -2,7 +2,10 @@
 
 The bi-level "whole-part" model of the second source document: the backbone (the "whole") runs at 5 Hz;
 from its state h_t a small DiT (the "part") generates the k continuous codec latent frames of the next
-group, conditioned also on the previous group's latents. Flow matching (rectified flow):
+group, conditioned also on the previous group's latents. h_t conditions the DiT twice: through adaLN (shift,
+scale and gate of every block, with the flow time) and, like the SRH's `ungroup`, as one projected vector per
+frame added to that frame's token, so each of the k frames reads its own part of the state. Flow matching
+(rectified flow):
 
     x_t = (1 - t)·x0 + t·x1,   x0 ~ N(0, I) noise,   x1 = the group's normalised latents,   t in [0, 1]
     the DiT predicts the velocity v = x1 - x0 (MSE); generation integrates dx/dt = v from t=0 to t=1
@@ -43,6 +46,11 @@ def timestep_features(t: torch.Tensor, dim: int) -> torch.Tensor:
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """adaLN: (n, S, H) normalised tokens, (n, H) shift and scale from the condition."""
     return x * (1 + scale[:, None]) + shift[:, None]
+
+
+class OmniDRCAZeroInitLinear(nn.Linear):
+    """A linear layer that the model's `_init_weights` sets to zero (adaLN-Zero modulations, the velocity
+    output, the per-frame conditioning): also when it is missing from a loaded checkpoint."""
 
 
 class OmniDRCAContinuousSpeechEmbedding(nn.Module):
@@ -118,7 +126,7 @@ class OmniDRCADiTBlock(nn.Module):
         self.fc1 = nn.Linear(hidden_size, intermediate_size)
         self.act = nn.GELU(approximate="tanh")
         self.fc2 = nn.Linear(intermediate_size, hidden_size)
-        self.modulation = nn.Linear(hidden_size, 6 * hidden_size)  # zero-initialised: each block starts as identity
+        self.modulation = OmniDRCAZeroInitLinear(hidden_size, 6 * hidden_size)  # zero-initialised: each block starts as identity
 
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         """x: (n, S, H) tokens; c: (n, H) condition (backbone state + flow time)."""
@@ -149,6 +157,9 @@ class OmniDRCADiffusionHead(nn.Module):
         hidden, width = dc.hidden_size, config.text_config.hidden_size
         self.stop_head = nn.Linear(width, k + 1)  # frames of speech in the next group; k = all, go on
         self.condition = nn.Linear(width, hidden)
+        # Per-frame conditioning, as the SRH's `ungroup`: h_t split into one vector per frame of the group and
+        # added to that frame's token (adaLN alone gives every frame the same condition). Zero-initialised.
+        self.frame_condition = OmniDRCAZeroInitLinear(width, k * hidden)
         self.null_condition = nn.Parameter(torch.zeros(hidden))  # classifier-free guidance's "no backbone state"
         self.time_embed = nn.Sequential(
             nn.Linear(dc.frequency_embedding_size, hidden), nn.SiLU(), nn.Linear(hidden, hidden)
@@ -161,14 +172,15 @@ class OmniDRCADiffusionHead(nn.Module):
             OmniDRCADiTBlock(hidden, dc.num_attention_heads, dc.intermediate_size) for _ in range(dc.num_hidden_layers)
         )
         self.final_norm = nn.LayerNorm(hidden, elementwise_affine=False, eps=1e-6)
-        self.final_modulation = nn.Linear(hidden, 2 * hidden)  # zero-initialised
-        self.out = nn.Linear(hidden, d)  # zero-initialised: the untrained head predicts zero velocity
+        self.final_modulation = OmniDRCAZeroInitLinear(hidden, 2 * hidden)
+        self.out = OmniDRCAZeroInitLinear(hidden, d)  # the untrained head predicts zero velocity
 
     def forward(
         self,
         noisy: torch.Tensor,
         t: torch.Tensor,
         condition: torch.Tensor,
+        frame_condition: torch.Tensor,
         previous: torch.Tensor,
         previous_mask: torch.BoolTensor,
     ) -> torch.Tensor:
@@ -177,6 +189,7 @@ class OmniDRCADiffusionHead(nn.Module):
         Args:
             noisy: (n, k, d) x_t. t: (n,) flow times.
             condition: (n, H) projected backbone states (`self.condition(h)`) or the null condition.
+            frame_condition: (n, k, H) per-frame projections of the states (zero for the null condition).
             previous: (n, k, d) the previous group's normalised latents; previous_mask: (n, k) True on frames.
         Returns:
             (n, k, d) velocity.
@@ -185,19 +198,25 @@ class OmniDRCADiffusionHead(nn.Module):
         c = condition + self.time_embed(timestep_features(t, self.config.frequency_embedding_size).to(dtype))  # (n, H)
         prev = self.previous_in(previous.to(dtype))  # (n, k, H)
         prev = torch.where(previous_mask[..., None], prev, self.previous_absent.to(dtype))
-        x = torch.cat([prev, self.noisy_in(noisy.to(dtype))], dim=1) + self.positions  # (n, 2k, H)
+        current = self.noisy_in(noisy.to(dtype)) + frame_condition  # (n, k, H)
+        x = torch.cat([prev, current], dim=1) + self.positions  # (n, 2k, H)
         for block in self.blocks:
             x = block(x, c)
         shift, scale = self.final_modulation(F.silu(c)).chunk(2, dim=-1)
         x = modulate(self.final_norm(x[:, self.group_size :]), shift, scale)  # (n, k, H) the noisy frames only
         return self.out(x)  # (n, k, d)
 
-    def conditions(self, hidden_states: torch.Tensor, drop: torch.BoolTensor | None = None) -> torch.Tensor:
-        """(n, D) backbone states -> (n, H) conditions; rows in `drop` (n,) get the null condition."""
+    def conditions(
+        self, hidden_states: torch.Tensor, drop: torch.BoolTensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(n, D) backbone states -> (n, H) global and (n, k, H) per-frame conditions; rows in `drop` (n,)
+        get the null condition (learned global vector, zero per-frame)."""
         c = self.condition(hidden_states)
+        frames = self.frame_condition(hidden_states).view(-1, self.group_size, c.shape[-1])  # (n, k, H)
         if drop is not None:
             c = torch.where(drop[:, None], self.null_condition.to(c.dtype), c)
-        return c
+            frames = frames * ~drop[:, None, None]
+        return c, frames
 
     def flow_matching_loss(
         self,
@@ -217,7 +236,8 @@ class OmniDRCADiffusionHead(nn.Module):
         drop = None
         if self.training and cfg.condition_dropout > 0:
             drop = torch.rand(hidden_states.shape[0], device=hidden_states.device) < cfg.condition_dropout
-        c = self.conditions(hidden_states, drop).repeat(reps, 1)  # (R, H), R = P·reps
+        c, fc = self.conditions(hidden_states, drop)
+        c, fc = c.repeat(reps, 1), fc.repeat(reps, 1, 1)  # (R, H), (R, k, H), R = P·reps
         x1 = target.float().repeat(reps, 1, 1)  # (R, k, d)
         x0 = torch.randn_like(x1)
         n = x1.shape[0]
@@ -226,7 +246,7 @@ class OmniDRCADiffusionHead(nn.Module):
         else:
             t = torch.rand(n, device=x1.device)
         xt = (1 - t[:, None, None]) * x0 + t[:, None, None] * x1
-        v = self(xt, t, c, previous.repeat(reps, 1, 1), previous_mask.repeat(reps, 1))  # (R, k, d)
+        v = self(xt, t, c, fc, previous.repeat(reps, 1, 1), previous_mask.repeat(reps, 1))  # (R, k, d)
         mask = target_mask.repeat(reps, 1)[..., None].to(v.dtype)  # (R, k, 1)
         err = (v.float() - (x1 - x0)) ** 2 * mask
         return err.sum() / (mask.sum() * self.latent_dim).clamp(min=1.0)
@@ -251,15 +271,16 @@ class OmniDRCADiffusionHead(nn.Module):
         n = hidden_states.shape[0]
         x = torch.randn(n, self.group_size, self.latent_dim, generator=generator, device=hidden_states.device)
         x = x * noise_scale
-        c = self.conditions(hidden_states)  # (n, H)
+        c, fc = self.conditions(hidden_states)  # (n, H), (n, k, H)
         guided = guidance_scale != 1.0
         if guided:
             c = torch.cat([c, self.null_condition.to(c.dtype).expand_as(c)])  # (2n, H)
+            fc = torch.cat([fc, torch.zeros_like(fc)])  # (2n, k, H)
             previous, previous_mask = previous.repeat(2, 1, 1), previous_mask.repeat(2, 1)
 
         def velocity(x: torch.Tensor, t: float) -> torch.Tensor:
             xs = x.repeat(2, 1, 1) if guided else x
-            v = self(xs, torch.full((xs.shape[0],), t, device=x.device), c, previous, previous_mask).float()
+            v = self(xs, torch.full((xs.shape[0],), t, device=x.device), c, fc, previous, previous_mask).float()
             if guided:
                 cond, uncond = v.chunk(2)
                 v = uncond + guidance_scale * (cond - uncond)
@@ -277,4 +298,10 @@ class OmniDRCADiffusionHead(nn.Module):
         return x
 
 
-__all__ = ["OmniDRCAContinuousSpeechEmbedding", "OmniDRCADiTBlock", "OmniDRCADiffusionHead", "timestep_features"]
+__all__ = [
+    "OmniDRCAContinuousSpeechEmbedding",
+    "OmniDRCADiTBlock",
+    "OmniDRCADiffusionHead",
+    "OmniDRCAZeroInitLinear",
+    "timestep_features",
+]

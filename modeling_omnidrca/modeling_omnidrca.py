@@ -36,7 +36,7 @@ from transformers.models.whisper.modeling_whisper import WhisperEncoder, sinusoi
 
 from .codec_omnidrca import OmniDRCASpeechCodec
 from .configuration_omnidrca import IMPLEMENTED_SPEECH_HEAD_TYPES, OmniDRCAConfig
-from .diffusion_head import OmniDRCAContinuousSpeechEmbedding, OmniDRCADiffusionHead
+from .diffusion_head import OmniDRCAContinuousSpeechEmbedding, OmniDRCADiffusionHead, OmniDRCAZeroInitLinear
 from .generation_omnidrca import OmniDRCAGenerationMixin
 from .streams import IGNORE_INDEX, srh_previous_ids
 
@@ -182,16 +182,14 @@ class OmniDRCAPreTrainedModel(PreTrainedModel):
         elif isinstance(module, OmniDRCAContinuousSpeechEmbedding):
             init.zeros_(module.latent_mean)
             init.ones_(module.latent_std)
+        elif isinstance(module, OmniDRCAZeroInitLinear):
+            # adaLN-Zero (DiT): every block starts as the identity, the head at zero velocity.
+            init.zeros_(module.weight)
+            init.zeros_(module.bias)
         elif isinstance(module, OmniDRCADiffusionHead):
-            # adaLN-Zero (DiT): every block and the output start as identity / zero velocity. Runs after the
-            # generic init of the head's children.
-            std = self.config.initializer_range
-            init.normal_(module.positions, mean=0.0, std=std)
+            init.normal_(module.positions, mean=0.0, std=self.config.initializer_range)
             init.zeros_(module.null_condition)
             init.zeros_(module.previous_absent)
-            for layer in [*(block.modulation for block in module.blocks), module.final_modulation, module.out]:
-                init.zeros_(layer.weight)
-                init.zeros_(layer.bias)
 
 
 class OmniDRCAModel(OmniDRCAPreTrainedModel):
