@@ -70,3 +70,40 @@ def test_readme_main_command_answers_with_the_demo(tmp_path):
     assert "greedy text+speech generation" in proc.stdout and f"spoken answer written to {answer}" in proc.stdout
     wave, rate = sf.read(answer)
     assert rate == 16000 and len(wave) > 8000
+
+
+LORA = ROOT / "checkpoints" / "omnidrca-demo-lora-numbers"
+
+
+def test_lora_adapter_teaches_the_demo_a_new_relation():
+    import torch
+    from peft import PeftModel
+    from safetensors import safe_open
+    from transformers import AutoModel, AutoProcessor
+
+    config = json.loads((LORA / "adapter_config.json").read_text())
+    assert config["peft_type"] == "LORA" and config["base_model_name_or_path"] == "checkpoints/omnidrca-demo"
+    with safe_open(LORA / "adapter_model.safetensors", "pt") as f:
+        names = list(f.keys())
+    # Only backbone adapters: the speech head and everything else stay the base model's.
+    assert names and all("lora_" in n and ".language_model.layers." in n for n in names)
+
+    torch.set_num_threads(1)
+    processor = AutoProcessor.from_pretrained(DEMO, trust_remote_code=True)
+    questions = json.loads((LORA / "examples" / "questions.json").read_text())
+    wav = "double_seven.wav"
+    assert questions[wav]["question"] == "can you double seven"
+    conversation = [{"role": "user", "content": [{"type": "audio", "audio": str(LORA / "examples" / wav)}]}]
+    inputs = processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=True, return_dict=True,
+                                           return_tensors="pt")
+
+    def answer(model) -> str:
+        out = model.generate(**inputs, generation_mode="text", max_new_tokens=40)
+        return processor.post_process_multimodal_output(out, generation_mode="text")[0]
+
+    base = AutoModel.from_pretrained(DEMO, trust_remote_code=True).eval()
+    before = answer(base)
+    adapted = PeftModel.from_pretrained(base, LORA).merge_and_unload().eval()
+    after = answer(adapted)
+    assert not is_correct("seven plus seven is fourteen", before), before  # new to the demo model
+    assert is_correct("seven plus seven is fourteen", after), after

@@ -1,4 +1,4 @@
-"""The README's first command runs and shows the grouped positions it promises."""
+"""The quickstart CLI (`python -m modeling_omnidrca`) runs and shows the grouped positions it promises."""
 
 import subprocess
 import sys

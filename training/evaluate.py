@@ -155,7 +155,8 @@ def evaluate(model, processor, dataset, judge: WhisperJudge, per_task: int | Non
         counts.setdefault(metric, []).append(value)
 
     for row in tqdm(rows, desc="evaluating", disable=not progress):
-        task, record = row["task"], {"id": row["id"], "task": row["task"], "voice": row["voice"]}
+        task = row["task"]
+        record = {"id": row["id"], "task": task, "voice": row["voice"], "template": row.get("template", "")}
         question = to_float(row["question_audio"]) if len(row["question_audio"]) else None
         if task in QA_TASKS:
             text_answer = ask(model, processor, question, "text")
