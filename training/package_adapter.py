@@ -16,11 +16,10 @@ import json
 import shutil
 from pathlib import Path
 
-import soundfile as sf
-
-from processing.corpus import HELD_OUT_VOICES, synthesize
+from processing.corpus import HELD_OUT_VOICES
 
 from .evaluate import markdown_table
+from .package_demo import write_examples
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 EXAMPLES = {  # held-out voices and phrasings of the two new relations
@@ -145,13 +144,7 @@ def main(argv: list[str] | None = None) -> None:
     if config.get("modules_to_save"):
         print(f"note: the adapter also carries full copies of {config['modules_to_save']}")
 
-    examples = out / "examples"
-    examples.mkdir(exist_ok=True)
-    for stem, (question, voice, rate, pitch) in EXAMPLES.items():
-        sf.write(examples / f"{stem}.wav", synthesize(question, voice, rate, pitch), 16000, subtype="PCM_16")
-    (examples / "questions.json").write_text(json.dumps(
-        {f"{stem}.wav": {"question": q, "voice": v, "rate": r, "pitch": p} for stem, (q, v, r, p) in EXAMPLES.items()},
-        indent=2) + "\n")
+    write_examples(out / "examples", EXAMPLES)
 
     train = "(training log not found)"
     results = run / "train_results.json"

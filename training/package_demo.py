@@ -97,6 +97,16 @@ is the espeak voice through a 250 bit/s codec. English only.
 """
 
 
+def write_examples(folder: Path, examples: dict[str, tuple[str, str, int, int]]) -> None:
+    """Synthesise each question wav (16 kHz PCM) and a questions.json saying what each one asks, in which voice."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for stem, (question, voice, rate, pitch) in examples.items():
+        sf.write(folder / f"{stem}.wav", synthesize(question, voice, rate, pitch), 16000, subtype="PCM_16")
+    (folder / "questions.json").write_text(json.dumps(
+        {f"{stem}.wav": {"question": q, "voice": v, "rate": r, "pitch": p} for stem, (q, v, r, p) in examples.items()},
+        indent=2) + "\n")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", required=True, help="a trained OmniDRCA folder (training.train output)")
@@ -115,13 +125,7 @@ def main(argv: list[str] | None = None) -> None:
     config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     processor.save_pretrained(out)
 
-    examples = out / "examples"
-    examples.mkdir(exist_ok=True)
-    for stem, (question, voice, rate, pitch) in EXAMPLES.items():
-        sf.write(examples / f"{stem}.wav", synthesize(question, voice, rate, pitch), 16000, subtype="PCM_16")
-    (examples / "questions.json").write_text(json.dumps(
-        {f"{stem}.wav": {"question": q, "voice": v, "rate": r, "pitch": p} for stem, (q, v, r, p) in EXAMPLES.items()},
-        indent=2) + "\n")
+    write_examples(out / "examples", EXAMPLES)
 
     curves = Path(args.run) / "training_curves.png"
     if curves.exists():
