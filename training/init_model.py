@@ -53,6 +53,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dit-layers", type=int, default=3)
     parser.add_argument("--dit-heads", type=int, default=4)
     parser.add_argument("--ode-steps", type=int, default=10)
+    parser.add_argument("--guidance-scale", type=float, default=3.0,
+                        help="classifier-free guidance at generation (an inference setting; 3.0 was best on the "
+                             "validation split for the demo: generated-speech ASR-WER 67 %% -> 42 %% on 16 answers)")
     parser.add_argument("--stats-rows", type=int, default=None, help="training rows for the latent statistics (default all)")
     parser.add_argument("--output", required=True)
     parser.add_argument("--vocab-size", type=int, default=1024, help="BPE vocabulary of the text tokenizer")
@@ -71,7 +74,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def diffusion_config(args: argparse.Namespace) -> dict:
     return dict(hidden_size=args.dit_hidden_size, num_hidden_layers=args.dit_layers,
-                num_attention_heads=args.dit_heads, num_ode_steps=args.ode_steps)
+                num_attention_heads=args.dit_heads, num_ode_steps=args.ode_steps, guidance_scale=args.guidance_scale)
 
 
 def switch_head(args: argparse.Namespace) -> None:
