@@ -351,3 +351,45 @@ def test_trl_sft_and_lora_train_the_diffusion_head(tmp_path):
                    if "modules_to_save" in n and "speech_head" in n and p.requires_grad
                    and not torch.equal(p.detach(), base[n.replace("base_model.model.", "").replace("modules_to_save.default.", "")])]
     assert saved_moved
+
+
+# --- the shipped diffusion demo --------------------------------------------------------------------
+
+DEMO = Path(__file__).resolve().parents[1] / "checkpoints" / "omnidrca-demo-diffusion"
+
+DEMO_ANSWER = """
+import json, sys
+import numpy as np, torch
+from transformers import AutoModel, AutoProcessor
+torch.set_num_threads(1)
+folder, wav = sys.argv[1], sys.argv[2]
+processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
+model = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
+conversation = [{"role": "user", "content": [{"type": "audio", "audio": wav}]}]
+inputs = processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=True, return_dict=True,
+                                       return_tensors="pt")
+both = model.generate(**inputs, generation_mode="audio", max_new_tokens=60)
+wave = processor.post_process_multimodal_output(both, generation_mode="audio")[0]
+print(json.dumps({
+    "head": model.config.speech_head_type,
+    "audio_text": processor.post_process_multimodal_output(both, generation_mode="text")[0],
+    "std": model.model.speech_embed.latent_std.tolist(),
+    "seconds": len(wave) / model.speech_codec.config.sampling_rate,
+    "rms": float(np.sqrt(np.mean(np.square(wave)))) if len(wave) else 0.0,
+}))
+"""
+
+
+def test_diffusion_demo_checkpoint_is_small_and_answers(tmp_path):
+    from training.evaluate import is_correct
+
+    size = sum(f.stat().st_size for f in DEMO.rglob("*") if f.is_file())
+    assert size <= 60 * 2**20
+    config = json.loads((DEMO / "config.json").read_text())
+    assert config["speech_head_type"] == "diffusion" and (DEMO / "diffusion_head.py").exists()
+    question = json.loads((DEMO / "examples" / "questions.json").read_text())["seven_plus_twelve.wav"]["question"]
+    out = run_without_package(DEMO_ANSWER, [DEMO, DEMO / "examples" / "seven_plus_twelve.wav"], tmp_path)
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["head"] == "diffusion" and is_correct("seven plus twelve is nineteen", result["audio_text"]), result
+    assert "plus" in question and all(0.3 < s < 1.0 for s in result["std"])  # corpus latent statistics, not 1.0
+    assert 1.0 < result["seconds"] < 5.0 and result["rms"] > 0.01
