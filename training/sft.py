@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from trl import SFTConfig, SFTTrainer
 
-from processing.cache import add_answer_codes
+from processing.cache import add_answer_codes, encode_answer_audio
 from processing.schema import SAMPLING_RATE, SPEECH_ANSWER_TASKS, TASKS, to_float
 
 from .curves import available_loggers
@@ -120,23 +120,7 @@ def sft_config(output_dir: str, **overrides: Any) -> SFTConfig:
 
 def _encode_answers(batch: dict, codec) -> list[torch.Tensor | None]:
     """(B rows) -> per row the (n_codes, d) continuous latents of `answer_audio`, or None without audio."""
-    device = next(codec.parameters()).device
-    waves = [to_float(a) for a in batch["answer_audio"]]
-    out: list[torch.Tensor | None] = [None] * len(waves)
-    spoken = [i for i, w in enumerate(waves) if len(w)]
-    if spoken:
-        longest = max(len(waves[i]) for i in spoken)
-        padded = torch.zeros(len(spoken), longest)
-        mask = torch.zeros(len(spoken), longest, dtype=torch.long)
-        for row, i in enumerate(spoken):
-            padded[row, : len(waves[i])] = torch.from_numpy(waves[i])
-            mask[row, : len(waves[i])] = 1
-        with torch.no_grad():
-            latents = codec.encode_continuous(padded.to(device), mask.to(device)).float().cpu()  # (n, T25, d)
-        lengths = codec.code_lengths(mask).cpu()
-        for row, i in enumerate(spoken):
-            out[i] = latents[row, : int(lengths[row])]
-    return out
+    return encode_answer_audio(batch, codec, continuous=True)
 
 
 def add_answer_latents(dataset, codec, batch_size: int = 16):
