@@ -199,6 +199,7 @@ class OmniDRCAGenerationMixin(GenerationMixin):
             streamer.end()
         return output
 
+    @torch.no_grad()  # as `generate`: a stream must not build an autograd graph across its steps
     def generate_stream(self, processor, chunk_steps: int = 5, **kwargs) -> Iterator[StreamPiece]:
         """Generate and yield `(text_piece, audio_chunk)` as they are produced, in this thread.
 

@@ -254,6 +254,20 @@ def test_generate_stream_yields_what_generate_returns(fixture_pair, tmp_path, ch
     np.testing.assert_allclose(np.concatenate(chunks), out.waveform[0, : codes * 640].numpy(), atol=1e-5)
 
 
+def test_generate_stream_runs_without_autograd(fixture_pair, tmp_path):
+    processor, model = fixture_pair
+    inputs = chat_inputs(processor, question(tmp_path))
+    grad_modes = []
+    hook = model.model.language_model.register_forward_hook(lambda *_: grad_modes.append(torch.is_grad_enabled()))
+    try:
+        assert torch.is_grad_enabled()  # the caller's default: the stream must turn it off itself, like generate
+        pieces = list(model.generate_stream(processor, **inputs, generation_mode="audio", max_new_tokens=10))
+    finally:
+        hook.remove()
+    assert pieces and grad_modes and not any(grad_modes)
+    assert torch.is_grad_enabled()  # and leave the caller's mode as it was
+
+
 def test_streamer_in_a_thread_and_transformers_text_streamer(fixture_pair, tmp_path):
     processor, model = fixture_pair
     inputs = chat_inputs(processor, question(tmp_path))
