@@ -6,13 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} TOKENIZERS_PARALLELISM=false
-[ -f data/corpus/corpus_info.json ] || \
-  python -m processing.build_corpus --output data/corpus --train 12000 --validation 200 --test 200 --seed 0 --workers 2
-[ -f runs/whisper-tiny.en/model.safetensors ] || python -m modeling_omnidrca.convert_ct2_whisper --output runs/whisper-tiny.en
-[ -f runs/codec/reconstruction.json ] || python -m training.train_codec --config training/configs/codec.yaml
-[ -f runs/omnidrca-init/model.safetensors ] || python -m training.init_model --corpus data/corpus \
-  --whisper runs/whisper-tiny.en --codec runs/codec --output runs/omnidrca-init
-[ -f runs/stage1/train_results.json ] || python -m training.train --config training/configs/stage1_alignment.yaml
+bash training/make_stage1.sh  # corpus, Whisper, codec, composition, stage 1
 [ -f runs/stage2/train_results.json ] || python -m training.train --config training/configs/stage2_sft.yaml
 # Package, evaluate the packaged checkpoint (float16 storage, as users get it), and put its table in the card.
 python -m training.package_demo --run runs/stage2 --output checkpoints/omnidrca-demo --corpus-info data/corpus/corpus_info.json

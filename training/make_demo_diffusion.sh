@@ -7,16 +7,10 @@
 #   bash training/make_demo_diffusion.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bash training/make_stage1.sh  # the discrete demo's shared steps, on their own thread setting
 # One thread: the diffusion head's many small DiT calls lose more to thread hand-offs than they gain, and the
 # demo machine is shared (two threads under contention were 4x slower here).
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=${MKL_NUM_THREADS:-1} TOKENIZERS_PARALLELISM=false
-[ -f data/corpus/corpus_info.json ] || \
-  python -m processing.build_corpus --output data/corpus --train 12000 --validation 200 --test 200 --seed 0 --workers 2
-[ -f runs/whisper-tiny.en/model.safetensors ] || python -m modeling_omnidrca.convert_ct2_whisper --output runs/whisper-tiny.en
-[ -f runs/codec/reconstruction.json ] || python -m training.train_codec --config training/configs/codec.yaml
-[ -f runs/omnidrca-init/model.safetensors ] || python -m training.init_model --corpus data/corpus \
-  --whisper runs/whisper-tiny.en --codec runs/codec --output runs/omnidrca-init
-[ -f runs/stage1/train_results.json ] || python -m training.train --config training/configs/stage1_alignment.yaml
 [ -f runs/diffusion-init/model.safetensors ] || python -m training.init_model --from-model runs/stage1 \
   --speech-head-type diffusion --corpus data/corpus --output runs/diffusion-init
 [ -f runs/diffusion-stage2/train_results.json ] || python -m training.train --config training/configs/stage2_sft_diffusion.yaml
