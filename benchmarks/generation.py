@@ -142,7 +142,7 @@ def run_omnidrca(size: str, k: int, seconds: float, runs: int, chunk_steps: int)
         # Step costs: B = one backbone step (grouped embedding + LM + text head) on a cache the length of
         # the prompt plus the answer so far; S = one SRH step (per code, incl. the ungroup and sampling).
         prefill = model.model(**inputs, use_cache=True)
-        cache, hidden = prefill.past_key_values, prefill.last_hidden_state[:, -1]
+        cache, hidden = prefill.cache, prefill.last_hidden_state[:, -1]
         length = inputs["input_ids"].shape[1]
         token = torch.tensor([[cfg.text_pad_token_id]])
         group = torch.full((1, 1, k), cfg.speech_bos_token_id)
@@ -150,7 +150,7 @@ def run_omnidrca(size: str, k: int, seconds: float, runs: int, chunk_steps: int)
         def backbone_step():
             nonlocal length
             o = model.model(input_ids=token, speech_ids=group, position_ids=torch.tensor([[length]]),
-                            past_key_values=cache, use_cache=True)
+                            cache=cache, use_cache=True)
             model.lm_head(o.last_hidden_state[:, -1])
             length += 1
 
@@ -171,7 +171,7 @@ def run_omnidrca(size: str, k: int, seconds: float, runs: int, chunk_steps: int)
 
         ttfa = median_s(first_audio, runs)
 
-    kv = out.past_key_values
+    kv = out.cache
     kv_bytes = sum(layer.keys.nbytes + layer.values.nbytes for layer in kv.layers)
     kv_per_position = kv_bytes / kv.get_seq_length()
     return dict(

@@ -59,7 +59,7 @@ class OmniDRCAGenerateOutput(ModelOutput):
     waveform_lengths: torch.LongTensor | None = None  # (B,) valid samples per row
     logits: torch.FloatTensor | None = None  # (B, S, Vt) raw text logits for each answer row (output_logits)
     speech_logits: torch.FloatTensor | None = None  # (B, S, k, Vs) raw SRH logits; NaN where nothing was sampled
-    past_key_values: Any = None
+    cache: Any = None  # the backbone's KV cache after the last step
     speech_latents: torch.FloatTensor | None = None  # (B, T, d) diffusion head: codec latents aligned with speech_ids, 0 off frames
 
 
@@ -362,7 +362,7 @@ class OmniDRCAGenerationMixin(GenerationMixin):
             feature_attention_mask=feature_attention_mask,
             use_cache=True,
         )
-        cache = out.past_key_values
+        cache = out.cache
         hidden = out.last_hidden_state[:, -1]  # (B, D) predicts answer row 0
         next_position = position_ids[:, -1:] + 1  # (B, 1)
 
@@ -450,15 +450,15 @@ class OmniDRCAGenerationMixin(GenerationMixin):
                 speech_ids=group[:, None] if speech_mode else None,
                 attention_mask=attention_mask,
                 position_ids=next_position,
-                past_key_values=cache,
+                cache=cache,
                 use_cache=True,
                 **continuous,
             )
-            cache = out.past_key_values
+            cache = out.cache
             hidden = out.last_hidden_state[:, -1]  # (B, D) predicts the next row
             next_position = next_position + 1
 
-        result = OmniDRCAGenerateOutput(sequences=text_history, past_key_values=cache)
+        result = OmniDRCAGenerateOutput(sequences=text_history, cache=cache)
         if output_logits:
             result.logits = torch.stack(all_logits, dim=1)  # (B, S, Vt)
             if speech_mode and not diffusion:
@@ -583,7 +583,7 @@ class OmniDRCAGenerationMixin(GenerationMixin):
         token = previous
         for j in range(cfg.group_size):
             inputs = conditions[:, j : j + 1] + head.decoder.embed_tokens(token[:, None])  # (n, 1, Ds)
-            out = head.decoder(inputs_embeds=inputs, past_key_values=cache, use_cache=True)
+            out = head.decoder(inputs_embeds=inputs, cache=cache, use_cache=True)
             logits = head.lm_head(out.last_hidden_state[:, -1]).float()  # (n, Vs)
             logits_out.append(logits)
             masked = logits.clone()

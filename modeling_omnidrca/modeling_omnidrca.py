@@ -32,6 +32,7 @@ from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache
 from transformers.modeling_outputs import ModelOutput
+from transformers.utils.deprecation import deprecate_kwarg
 from transformers.models.whisper.modeling_whisper import WhisperEncoder, sinusoids
 
 from .codec_omnidrca import OmniDRCASpeechCodec
@@ -52,7 +53,7 @@ class OmniDRCAAudioFeatures(ModelOutput):
 @dataclass
 class OmniDRCAModelOutputWithPast(ModelOutput):
     last_hidden_state: torch.FloatTensor | None = None  # (B, L, D)
-    past_key_values: Cache | None = None
+    cache: Cache | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None  # each (B, L, D)
     attentions: tuple[torch.FloatTensor, ...] | None = None  # each (B, heads, L, L)
     audio_embeds: torch.FloatTensor | None = None  # (N, G_max, D) grouped user speech, when audio was given
@@ -67,7 +68,7 @@ class OmniDRCAOutput(ModelOutput):
     contrastive_loss: torch.FloatTensor | None = None  # () symmetric InfoNCE speech <-> transcript
     logits: torch.FloatTensor | None = None  # (B, L, Vt), or the last `logits_to_keep` positions
     speech_logits: torch.FloatTensor | None = None  # (P, k, Vs) for the P positions with speech targets
-    past_key_values: Cache | None = None
+    cache: Cache | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None  # each (B, L, D)
     attentions: tuple[torch.FloatTensor, ...] | None = None
     stop_loss: torch.FloatTensor | None = None  # () diffusion head: stop-head cross-entropy (weight in diffusion_config)
@@ -157,7 +158,7 @@ class OmniDRCAPreTrainedModel(PreTrainedModel):
     output_modalities = ("text", "audio")
     supports_gradient_checkpointing = True
     _no_split_modules = ["WhisperEncoderLayer"]
-    _skip_keys_device_placement = ["past_key_values"]
+    _skip_keys_device_placement = ["cache"]
     _supports_flash_attn = True
     _supports_sdpa = True
     _supports_flex_attn = True
@@ -274,12 +275,13 @@ class OmniDRCAModel(OmniDRCAPreTrainedModel):
         mask = torch.arange(embeds.shape[1], device=x.device) < groups[:, None]  # (N, G_max)
         return OmniDRCAAudioFeatures(embeds=embeds * mask[..., None], mask=mask)
 
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
         input_features: torch.FloatTensor | None = None,
         feature_attention_mask: torch.Tensor | None = None,
@@ -326,7 +328,7 @@ class OmniDRCAModel(OmniDRCAPreTrainedModel):
                 slots[..., None].expand_as(inputs_embeds), audio.embeds[audio.mask].to(inputs_embeds.dtype)
             )
         elif input_ids is not None and self.config.audio_token_id is not None:
-            prefill = past_key_values is None or past_key_values.get_seq_length() == 0
+            prefill = cache is None or cache.get_seq_length() == 0
             if prefill and bool((input_ids == self.config.audio_token_id).any()):
                 raise ValueError(
                     "`input_ids` contain audio slots but no `input_features` were given. Pass the audio features "
@@ -351,13 +353,13 @@ class OmniDRCAModel(OmniDRCAPreTrainedModel):
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            cache=cache,
             use_cache=use_cache,
             **kwargs,
         )
         return OmniDRCAModelOutputWithPast(
             last_hidden_state=outputs.last_hidden_state,
-            past_key_values=outputs.past_key_values,
+            cache=outputs.cache,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
             audio_embeds=None if audio is None else audio.embeds,
@@ -418,12 +420,13 @@ class OmniDRCAForConditionalGeneration(OmniDRCAPreTrainedModel, OmniDRCAGenerati
     def get_audio_features(self, *args, **kwargs) -> OmniDRCAAudioFeatures:
         return self.model.get_audio_features(*args, **kwargs)
 
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
         input_features: torch.FloatTensor | None = None,
         feature_attention_mask: torch.Tensor | None = None,
@@ -475,7 +478,7 @@ class OmniDRCAForConditionalGeneration(OmniDRCAPreTrainedModel, OmniDRCAGenerati
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            cache=cache,
             inputs_embeds=inputs_embeds,
             input_features=input_features,
             feature_attention_mask=feature_attention_mask,
@@ -517,7 +520,7 @@ class OmniDRCAForConditionalGeneration(OmniDRCAPreTrainedModel, OmniDRCAGenerati
             contrastive_loss=contrastive_loss,
             logits=logits,
             speech_logits=speech_logits,
-            past_key_values=outputs.past_key_values,
+            cache=outputs.cache,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
             stop_loss=stop_loss,

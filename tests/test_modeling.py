@@ -184,7 +184,7 @@ def test_error_audio_slots_do_not_match_audio():
     with pytest.raises(ValueError, match="no `input_features`"):
         model(input_ids=inputs["input_ids"])
     with pytest.raises(ValueError, match="no `input_features`"):  # an empty cache is still a prefill
-        model(input_ids=inputs["input_ids"], past_key_values=DynamicCache(config=config.text_config), use_cache=True)
+        model(input_ids=inputs["input_ids"], cache=DynamicCache(config=config.text_config), use_cache=True)
 
 
 def test_error_group_size_mismatch():
