@@ -71,6 +71,7 @@ def _lay_vendored_helpers(root: Path, package_dir: Path) -> None:
             target = root / "utils" / relative.relative_to("repo_utils")
         else:
             target = package_dir / relative
+            target.parent.mkdir(parents=True, exist_ok=True)  # before the __init__.py files that go in it
             for parent in target.relative_to(package_dir).parents:
                 (package_dir / parent / "__init__.py").touch()
         target.parent.mkdir(parents=True, exist_ok=True)
