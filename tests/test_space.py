@@ -2,6 +2,7 @@
 
 import io
 import json
+import logging
 import shutil
 import sys
 import wave as wavlib
@@ -26,11 +27,12 @@ from omnidrca_space import (
     make_respond,
     model_choices,
 )
-from omnidrca_space.ui import load_examples
+from omnidrca_space.ui import check_question, load_examples
 
 DEMO = ROOT / "checkpoints" / "omnidrca-demo"
 QUESTION = DEMO / "examples" / "seven_plus_twelve.wav"
 ANSWER = "seven plus twelve is nineteen"
+RESET = {"__type__": "update", "value": None}  # the live player emptied, not left "playing" a stream
 SETTINGS = {"do_sample": False, "temperature": 0.7, "top_k": 50, "top_p": 0.95, "max_new_tokens": 60, "seed": 0}
 
 
@@ -135,8 +137,9 @@ def test_handler_streams_text_and_audio_then_gives_the_wav_and_plot(registry):
 
 def test_text_mode_has_no_audio_and_typed_text_is_read_aloud(registry):
     respond = handler(registry)
-    history, _, wav_path, figure, _, _ = run(respond, mode="Text")[-1]
+    history, live, wav_path, figure, _, _ = run(respond, mode="Text")[-1]
     assert history[-1]["content"] == "seven plus twelve is nineteen" and wav_path is None and figure is None
+    assert live == RESET  # no speech: the live player must not sit on an empty stream
     history, _, wav_path, _, _, _ = run(respond, audio=None, typed="the sky is blue")[-1]
     assert history[0] == {"role": "user", "content": "the sky is blue"}
     assert history[1]["content"] == "the sky is blue" and sf.info(wav_path).duration > 0.5
@@ -150,17 +153,63 @@ def test_bad_inputs_become_a_message_in_the_chat(registry, tmp_path):
     for audio, typed, expected in [(None, "", "Record or upload"), (str(tmp_path / "photo.png"), "", "could not read"),
                                    (None, "x" * 301, "at most 300")]:
         with pytest.warns(UserWarning, match=expected):  # gr.Warning: the page's toast
-            (final,) = run(respond, audio=audio, typed=typed, history=[{"role": "user", "content": "earlier"}])
-        history = final[0]
+            steps = run(respond, audio=audio, typed=typed, history=[{"role": "user", "content": "earlier"}])
+        # The first step opens the live stream (gradio 6.0 fails a run that ends one it never opened), the last
+        # empties the player.
+        assert [step[1] for step in steps] == [None, RESET] and steps[0][0] == steps[1][0]
+        history = steps[-1][0]
         assert history[0]["content"] == "earlier" and history[-1]["role"] == "assistant"
         assert history[-1]["content"].startswith("ℹ️") and expected in history[-1]["content"]
     # Only the dropdown's models load: the endpoint is public and remote code must not come from a caller.
     with pytest.warns(UserWarning, match="not one of this Space's models"):
-        (final,) = run(respond, model="someone/any-repo")
+        run(respond, model="someone/any-repo")
     assert "someone/any-repo" not in registry.loaded()
     with pytest.warns(UserWarning, match="Could not load"):
-        (final,) = run(respond, model=str(tmp_path / "omnidrca-demo-broken"))
+        final = run(respond, model=str(tmp_path / "omnidrca-demo-broken"))[-1]
     assert "Could not load an OmniDRCA checkpoint" in final[0][-1]["content"]
+
+
+@pytest.mark.parametrize("spoke_first", [False, True], ids=["at-once", "after-some-speech"])
+def test_a_model_failure_names_the_exception_resets_the_player_and_the_page_keeps_serving(
+        registry, monkeypatch, caplog, spoke_first):
+    model = registry.get(str(DEMO)).model
+
+    def failing_stream(*args, **kwargs):
+        if spoke_first:  # the live player already has audio when the model fails
+            yield "seven", 0.1 * np.ones(6400, np.float32)
+        raise RuntimeError("boom: the __init__ of something went wrong")
+
+    monkeypatch.setattr(model, "generate_stream", failing_stream)
+    earlier = [{"role": "user", "content": "earlier"}, {"role": "assistant", "content": "an answer"}]
+    with caplog.at_level(logging.ERROR, logger="omnidrca_space"), pytest.warns(UserWarning, match="RuntimeError"):
+        steps = run(handler(registry), history=earlier, turns=earlier)
+    history, live, wav_path, figure, status, turns = steps[-1]
+    message = history[-1]["content"]
+    # Type and message, as code (markdown would bolden `__init__`), and no traceback.
+    assert history[-1]["role"] == "assistant" and "`RuntimeError: boom: the __init__ of something went wrong`" in message
+    assert "Traceback" not in message and "failing_stream" not in message
+    assert history[:2] == earlier and history[2]["role"] == "user"  # the question stays, the half answer goes
+    assert live == RESET and wav_path is None and figure is None and status == "" and turns == earlier
+    assert [s[1][:4] for s in steps if isinstance(s[1], bytes)] == ([b"RIFF"] if spoke_first else [])
+    # The traceback goes to the server's log.
+    (record,) = [r for r in caplog.records if r.name == "omnidrca_space"]
+    assert record.exc_info and record.exc_info[0] is RuntimeError
+
+    monkeypatch.undo()
+    assert run(handler(registry), mode="Text")[-1][0][-1]["content"] == ANSWER  # still serving
+
+
+def test_an_upload_the_model_cannot_take_is_refused_at_upload(tmp_path):
+    # A text file named .wav: refused when it arrives, not when Ask is clicked.
+    (tmp_path / "notes.wav").write_text("this is not audio")
+    with pytest.warns(UserWarning, match="could not read"):
+        audio, status = check_question(str(tmp_path / "notes.wav"))
+    assert audio is None and "could not read “notes.wav” as audio" in status
+    sf.write(tmp_path / "long.wav", 0.1 * np.ones(16000 * 31, np.float32), 16000)
+    with pytest.warns(UserWarning, match="at most 30 s"):
+        assert check_question(str(tmp_path / "long.wav"))[0] is None
+    skip = {"__type__": "update"}  # gr.skip(): the input keeps what was uploaded
+    assert check_question(str(QUESTION)) == (skip, "") and check_question(None) == (skip, skip)
 
 
 def test_model_dropdown_loads_each_checkpoint_once_on_first_use(tmp_path):

@@ -1,5 +1,6 @@
 """The Space in a real browser: Playwright for Python driving Debian's Chromium (`apt-get install chromium`,
-installed by .ci/run; no `playwright install`), against `python space/app.py` on a free local port."""
+installed by .ci/run; no `playwright install`), against `python space/app.py` on a free local port (and, for a
+model that raises, the same page served from this process)."""
 
 import os
 import shutil
@@ -16,7 +17,8 @@ sys.path.insert(0, str(ROOT / "space"))
 from omnidrca_space.testing import running_app
 
 CHROMIUM = os.environ.get("OMNIDRCA_CHROMIUM", "/usr/bin/chromium")
-QUESTION = ROOT / "checkpoints" / "omnidrca-demo" / "examples" / "seven_plus_twelve.wav"
+DEMO = ROOT / "checkpoints" / "omnidrca-demo"
+QUESTION = DEMO / "examples" / "seven_plus_twelve.wav"
 
 
 @pytest.fixture(scope="module")
@@ -107,9 +109,65 @@ def test_a_click_with_nothing_to_ask_shows_a_message(page):
     fresh.click("#ask")
     expect(fresh.locator("#chat")).to_contain_text("Record or upload a question")
     expect(fresh.locator(".toast-body").first).to_contain_text("Record or upload a question")
+    # Nothing to say aloud: the live player is emptied, not left showing a stream that never plays.
+    expect(fresh.locator("#live-audio audio")).to_have_count(0)
+    fresh.close()
+
+
+def test_a_file_that_is_not_audio_is_refused_when_it_is_uploaded(page, tmp_path):
+    from playwright.sync_api import expect
+
+    fake = tmp_path / "question.wav"  # text under an audio name: only reading it tells
+    fake.write_text("this is not audio, only text named .wav")
+    fresh = page.context.new_page()
+    fresh.goto(page.url)
+    fresh.click('#question-audio button[aria-label="Upload file"]')
+    fresh.locator("#question-audio input[type=file]").set_input_files(str(fake))
+    # Refused before any click on Ask: a toast and the status say why, and the input is empty again.
+    expect(fresh.locator(".toast-body").first).to_contain_text("could not read “question.wav” as audio")
+    expect(fresh.locator("#status")).to_contain_text("could not read “question.wav” as audio")
+    expect(fresh.locator("#question-audio")).to_contain_text("Drop Audio Here")
+    expect(fresh.locator("#question-audio audio")).to_have_count(0)
+    fresh.click("#ask")
+    expect(fresh.locator("#chat")).to_contain_text("Record or upload a question")
     fresh.close()
 
 
 def test_model_given_as_a_relative_path_selects_the_bundled_entry(page):
     # The dropdown shows the folder's name, not a duplicate entry for the path typed on the command line.
     assert page.locator("#model-choice input").input_value() == "omnidrca-demo"
+
+
+def test_a_failed_answer_names_the_error_and_leaves_no_player_playing(page, monkeypatch):
+    # A model that raises needs the server in this process: the page of `running_app` has a working one.
+    from omnidrca_space import ModelRegistry, build_demo, ensure_ffmpeg_on_path
+    from omnidrca_space.testing import free_port
+    from playwright.sync_api import expect
+
+    registry = ModelRegistry("cpu")
+
+    def failing_stream(*args, **kwargs):
+        raise RuntimeError("boom in the speech head")
+        yield  # a generator, like the real one
+
+    monkeypatch.setattr(registry.get(str(DEMO)).model, "generate_stream", failing_stream)
+    ensure_ffmpeg_on_path()
+    demo = build_demo(str(DEMO), registry=registry).queue()
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    visitor = page.context.new_page()
+    try:
+        visitor.goto(f"http://127.0.0.1:{port}/")
+        visitor.click('#question-audio button[aria-label="Upload file"]')
+        visitor.locator("#question-audio input[type=file]").set_input_files(str(QUESTION))
+        visitor.wait_for_selector("#question-audio audio", state="attached")
+        visitor.click("#ask")
+        expect(visitor.locator("#chat")).to_contain_text("RuntimeError: boom in the speech head")
+        # Before the fix the live player kept a stream that never got a segment: "playing" at 0:00 forever.
+        visitor.wait_for_timeout(1500)  # the run's closing message comes after the last yield
+        expect(visitor.locator("#live-audio audio")).to_have_count(0)
+        visitor.click("#ask")  # the page keeps serving: the same failure, reported again
+        expect(visitor.locator("#chat").get_by_text("RuntimeError: boom in the speech head")).to_have_count(2)
+    finally:
+        visitor.close()
+        demo.close()

@@ -35,6 +35,12 @@ def test_app_starts_and_prints_its_local_url(app):
     assert url.startswith("http://127.0.0.1:") and any(f"Running on local URL:  {url}" in line for line in lines)
 
 
+def test_the_only_public_endpoint_is_answer(client):
+    # The upload check and Clear are page-only events: /answer checks inputs itself.
+    api = client.view_api(print_info=False, return_format="dict")
+    assert list(api["named_endpoints"]) == ["/answer"] and not api["unnamed_endpoints"]
+
+
 def test_a_spoken_question_gets_text_and_an_audio_file(client):
     result = ask(client, str(QUESTION), mode="Text and speech")
     assert result["answer"] == ANSWER

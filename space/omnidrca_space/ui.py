@@ -26,6 +26,7 @@ EXAMPLE_DIRS = (DEFAULT_MODEL / "examples", SPACE_DIR / "examples")
 FACTS = REPO_ROOT / "processing" / "data" / "demo_facts.tsv"
 TEXT_UPDATE_S = 0.1
 ANSWERS_DIR = Path(tempfile.gettempdir()) / "omnidrca-space-answers"  # gradio serves files under the temp dir
+MAX_ERROR_CHARS = 300
 
 INTRO = f"""
 # OmniDRCA: ask by voice, hear the answer
@@ -76,11 +77,50 @@ def notice(history: list, message: str) -> list:
     return [*history, {"role": "assistant", "content": f"ℹ️ {message}"}]
 
 
+def describe(error: BaseException) -> str:
+    """`Type: message` on one line, as inline code: what a visitor can act on (or quote in a bug report),
+    without the traceback, which goes to the server log. Code, because the chat renders markdown and
+    `__init__` would turn bold."""
+    detail = " ".join(str(error).replace("`", "'").split()) or "(no message)"
+    if len(detail) > MAX_ERROR_CHARS:
+        detail = detail[: MAX_ERROR_CHARS - 1] + "…"
+    return f"`{type(error).__name__}: {detail}`"
+
+
+def reset_player() -> dict:
+    """The live player's last value when an answer ends with no speech (refused, failed, text only). Not
+    None: a None goes down gradio's streaming path, and a stream that never gets a segment shows as
+    playing at 0:00 forever. A property update empties the player. (A new dict each time: gradio may
+    edit the updates it is given.)"""
+    return gr.update(value=None)
+
+
+def refused(history: list, turns: list) -> Iterator[tuple[Any, ...]]:
+    """The last outputs of a run that never reached the model. The None first opens the live stream:
+    gradio 6.0 fails (KeyError) a streaming run whose end closes a stream it never opened."""
+    yield history, None, None, None, "", turns
+    yield history, reset_player(), None, None, "", turns
+
+
 def save_answer(wave: np.ndarray, rate: int) -> str:
     ANSWERS_DIR.mkdir(exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=ANSWERS_DIR, suffix=".wav", delete=False) as f:
         sf.write(f, wave, rate, format="WAV", subtype="PCM_16")
         return f.name
+
+
+def check_question(audio_path: str | None) -> tuple[Any, str]:
+    """(question audio, status) right after an upload or a recording: a file the model cannot take (not
+    audio, empty, silent, too long) is dropped from the input at once, with the reason, instead of being
+    kept until Ask. Ask checks again: the /answer endpoint takes files without this step."""
+    if not audio_path:
+        return gr.skip(), gr.skip()
+    try:
+        load_question(audio_path)
+    except InputProblem as problem:
+        gr.Warning(str(problem))
+        return None, f"ℹ️ {problem}"
+    return gr.skip(), ""
 
 
 def make_respond(registry: ModelRegistry, models: Mapping[str, str], stream_audio: bool = True):
@@ -116,12 +156,11 @@ def make_respond(registry: ModelRegistry, models: Mapping[str, str], stream_audi
                 raise InputProblem(f"“{model_name}” is not one of this Space's models: pick one from the Model list.")
             loaded = registry.get(model_name)
         except ValueError as problem:  # InputProblem, or a checkpoint that does not load: the message says why
-            yield notice(history, str(problem)), None, None, None, "", turns
+            yield from refused(notice(history, str(problem)), turns)
             return
         except Exception as error:
             logger.exception("input or model loading failed")
-            yield notice(history, f"Could not prepare this question ({type(error).__name__}): {error}"), \
-                None, None, None, "", turns
+            yield from refused(notice(history, f"Could not prepare this question: {describe(error)}"), turns)
             return
 
         mode = MODES.get(mode_label, "audio")
@@ -148,8 +187,9 @@ def make_respond(registry: ModelRegistry, models: Mapping[str, str], stream_audi
                     yield list(history), live, None, None, "answering…", turns  # a copy: each yield is a snapshot
         except Exception as error:  # never let one request take the server down: tell the visitor, log the rest
             logger.exception("generation failed")
-            message = f"The model failed on this input ({type(error).__name__}). Try another question."
-            yield notice(history[:-1], message), None, None, None, "", turns
+            message = (f"The model failed while answering: {describe(error)}. Ask again, or try another question, "
+                       "task or model; the server log has the details.")
+            yield notice(history[:-1], message), reset_player(), None, None, "", turns
             return
 
         seconds = time.perf_counter() - start
@@ -164,7 +204,7 @@ def make_respond(registry: ModelRegistry, models: Mapping[str, str], stream_audi
             figure = answer_figure(wave, loaded.sampling_rate)
             status += f", first audio after {first_audio:.2f} s, {len(wave) / loaded.sampling_rate:.1f} s of speech"
         turns = [*turns, turn, {"role": "assistant", "content": answer}]
-        yield history, None, wav_path, figure, status, turns
+        yield history, None if chunks and stream_audio else reset_player(), wav_path, figure, status, turns
 
     return respond
 
@@ -226,8 +266,11 @@ def build_demo(model: str | None = None, checkpoints: str | Path = CHECKPOINTS,
                   max_new_tokens, seed, chat, turns]
         outputs = [chat, live, answer_audio, plot, status, turns]
         ask.click(make_respond(registry, choices, stream_audio), inputs, outputs, api_name="answer")
-        clear.click(lambda: ([], None, None, None, "", []), None, outputs, api_name=False)
+        for finished in (audio_in.upload, audio_in.stop_recording):
+            finished(check_question, audio_in, [audio_in, status], api_visibility="private", show_progress="hidden")
+        # api_visibility, not api_name=False: gradio 6.0 publishes that as an endpoint named "/False".
+        clear.click(lambda: ([], None, None, None, "", []), None, outputs, api_visibility="private")
     return demo
 
 
-__all__ = ["build_demo", "fact_list_markdown", "load_examples", "make_respond"]
+__all__ = ["build_demo", "check_question", "fact_list_markdown", "load_examples", "make_respond"]
