@@ -31,7 +31,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 from transformers import GenerationConfig, GenerationMixin
-from transformers.cache_utils import DynamicCache
+from transformers.cache_utils import Cache, DynamicCache
 from transformers.generation.logits_process import (
     LogitsProcessorList,
     RepetitionPenaltyLogitsProcessor,
@@ -39,30 +39,17 @@ from transformers.generation.logits_process import (
     TopKLogitsWarper,
     TopPLogitsWarper,
 )
-from transformers.modeling_outputs import ModelOutput
+
+from .generation_outputs import (
+    OmniDRCAGenerateOutput,
+    StandardGenerateOptions,
+    StepRecorder,
+    check_prompt,
+    pop_standard_options,
+)
 
 GENERATION_MODES = ("text", "audio")
 DEFAULT_MAX_NEW_TOKENS = 256  # 5 Hz steps: 51 s of answer at k=5
-# Generation-config fields that callers (the any-to-any pipeline, chat UIs) pass as a matter of course
-# and that mean nothing here: the streams stop on their own end tokens and pad with their own pad ids.
-_IGNORED_GENERATION_KWARGS = ("pad_token_id", "eos_token_id", "bos_token_id", "return_dict_in_generate", "output_scores")
-
-
-@dataclass
-class OmniDRCAGenerateOutput(ModelOutput):
-    """What `generate` returns. S = answer steps (one per 5 Hz group), T = (S - d)·k speech tokens."""
-
-    sequences: torch.LongTensor | None = None  # (B, L_prompt + S) prompt, then the text stream
-    speech_ids: torch.LongTensor | None = None  # (B, T) 25 Hz speech after the delay: codes, [eos], [pad]...
-    speech_lengths: torch.LongTensor | None = None  # (B,) codes before [eos] in each row
-    waveform: torch.FloatTensor | None = None  # (B, samples) decoded by `model.speech_codec`, 0 past each length
-    waveform_lengths: torch.LongTensor | None = None  # (B,) valid samples per row
-    logits: torch.FloatTensor | None = None  # (B, S, Vt) raw text logits for each answer row (output_logits)
-    speech_logits: torch.FloatTensor | None = None  # (B, S, k, Vs) raw SRH logits; NaN where nothing was sampled
-    cache: Any = None  # the backbone's KV cache after the last step
-    speech_latents: torch.FloatTensor | None = None  # (B, T, d) diffusion head: codec latents aligned with speech_ids, 0 off frames
-
-
 @dataclass
 class StreamSampling:
     """How one stream picks its next token; `do_sample=False` is greedy (repetition penalty still applies)."""
@@ -115,13 +102,15 @@ def _choose(
     processors: LogitsProcessorList,
     do_sample: bool,
     generator: torch.Generator | None,
-) -> torch.LongTensor:
-    """(n, V) logits -> (n,) tokens, after the logits processors have seen `history` (n, h)."""
+) -> tuple[torch.LongTensor, torch.Tensor]:
+    """(n, V) logits -> (n,) tokens and the (n, V) scores they were picked from, after the logits processors have
+    seen `history` (n, h)."""
     scores = processors(history, logits.float())
     if do_sample:
         probs = torch.softmax(scores, dim=-1)
-        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
-    return scores.argmax(-1)
+        return torch.multinomial(probs, 1, generator=generator).squeeze(-1), scores
+    return scores.argmax(-1), scores
+
 
 
 class OmniDRCAGenerationMixin(GenerationMixin):
@@ -155,6 +144,12 @@ class OmniDRCAGenerationMixin(GenerationMixin):
             seed / generator: make sampling reproducible (pass one or the other).
             return_waveform: decode the speech with `model.speech_codec` (default: on in audio mode).
             output_logits: also return the raw text and SRH logits of every step (text only with the diffusion head).
+            inputs_embeds / position_ids: the prompt as (B, Lp, D) embeddings (audio slots hold the audio token's
+                embedding; `sequences` then holds the answer only) / its positions (default: from the mask).
+            min_new_tokens / bad_words_ids / remove_invalid_values / num_return_sequences / use_cache: as in
+                transformers, on the text stream (the answer may not end before `min_new_tokens` rows).
+            return_dict_in_generate / output_scores / output_hidden_states / output_attentions: as in transformers
+                (per-step tuples); `return_dict_in_generate=False` returns the text ids only (text mode).
             logits_processor / speech_logits_processor: extra `LogitsProcessor`s for each stream, called
                 with the stream's history (text: prompt + answer ids; speech: the 25 Hz tokens so far).
             streamer: an [`OmniDRCAStreamer`], or any transformers streamer (text only, batch size 1).
@@ -221,29 +216,20 @@ class OmniDRCAGenerationMixin(GenerationMixin):
 
     # --------------------------------------------------------------------------------------- internals
 
-    def _resolve_generation_args(self, generation_config, kwargs) -> GenerationConfig:
+    def _resolve_generation_args(self, generation_config, kwargs) -> tuple[GenerationConfig, StandardGenerateOptions]:
         config = copy.deepcopy(generation_config if generation_config is not None else self.generation_config)
-        for name in _IGNORED_GENERATION_KWARGS:
-            kwargs.pop(name, None)
-        for name in ("num_beams", "num_return_sequences"):
-            value = kwargs.pop(name, None)
-            if value not in (None, 1):
-                raise ValueError(
-                    f"`{name}={value}` is not supported: OmniDRCA generates its parallel text/speech streams with "
-                    "greedy or sampled decoding, one sequence per prompt. Repeat the prompt in the batch instead."
-                )
-        if kwargs.pop("use_cache", True) is False:
-            raise ValueError("OmniDRCA generation always uses the KV cache; drop `use_cache=False`.")
+        options = pop_standard_options(kwargs, config)
         max_length = kwargs.pop("max_length", None)
         if kwargs:
             raise ValueError(
                 f"Unsupported generate argument(s) {sorted(kwargs)}. OmniDRCA's generate takes the processor's "
-                "inputs, generation_mode, max_new_tokens, the sampling controls of each stream (do_sample, "
-                "temperature, top_k, top_p, repetition_penalty and their speech_* versions), seed/generator, "
-                "return_waveform, output_logits, logits processors and a streamer."
+                "inputs (or `inputs_embeds`), generation_mode, max_new_tokens, the sampling controls of each stream "
+                "(do_sample, temperature, top_k, top_p, repetition_penalty and their speech_* versions), "
+                "seed/generator, return_waveform, logits processors, a streamer, and transformers' min_new_tokens, "
+                "bad_words_ids, num_return_sequences, use_cache, return_dict_in_generate and output_* flags."
             )
         config.omnidrca_max_length = max_length
-        return config
+        return config, options
 
     def _generate_steps(
         self,
@@ -253,6 +239,9 @@ class OmniDRCAGenerationMixin(GenerationMixin):
         feature_attention_mask: torch.Tensor | None = None,
         generation_mode: str = "text",
         max_new_tokens: int | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache: Cache | None = None,
         do_sample: bool | None = None,
         temperature: float | None = None,
         top_k: int | None = None,
@@ -277,27 +266,26 @@ class OmniDRCAGenerationMixin(GenerationMixin):
     ) -> Iterator[StreamStep]:
         """The generation loop as a generator of rows; its return value is the `OmniDRCAGenerateOutput`."""
         cfg = self.config
-        gen_cfg = self._resolve_generation_args(generation_config, kwargs)
+        cache = kwargs.pop("past_key_values", cache)  # transformers' former name
+        gen_cfg, options = self._resolve_generation_args(generation_config, kwargs)
         if generation_mode not in GENERATION_MODES:
             raise ValueError(
                 f"generation_mode must be one of {GENERATION_MODES} ('text': answer in text; 'audio': in text "
                 f"and speech), got {generation_mode!r}."
             )
-        if input_ids is None or input_ids.dim() != 2 or input_ids.shape[1] == 0:
-            shape = None if input_ids is None else tuple(input_ids.shape)
-            raise ValueError(
-                f"`input_ids` must be a non-empty (batch, prompt_length) tensor, got {shape}. Build the prompt with "
-                "`processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=True, "
-                "return_dict=True, return_tensors='pt')`."
-            )
-        batch, prompt_length = input_ids.shape
-        device = input_ids.device
+        prompt = check_prompt(input_ids, inputs_embeds)  # (B, Lp) ids, or the first channel of the embeddings
+        batch, prompt_length = prompt.shape
+        device = prompt.device
         if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        if attention_mask.shape != input_ids.shape:
+            attention_mask = torch.ones(batch, prompt_length, dtype=torch.long, device=device)
+        if attention_mask.shape != prompt.shape:
             raise ValueError(
-                f"`attention_mask` must have the shape of `input_ids` {tuple(input_ids.shape)}, got "
-                f"{tuple(attention_mask.shape)}."
+                f"`attention_mask` must have the prompt's shape {tuple(prompt.shape)}, got {tuple(attention_mask.shape)}."
+            )
+        if generation_mode == "audio" and options.return_dict_in_generate is False:
+            raise ValueError(
+                "generation_mode='audio' returns speech next to the text ids, so it needs the output dataclass: "
+                "drop `return_dict_in_generate=False` (or generate in 'text' mode)."
             )
         attention_mask = attention_mask.to(device=device, dtype=torch.long)
         if bool((attention_mask[:, -1] == 0).any()):
@@ -336,9 +324,13 @@ class OmniDRCAGenerationMixin(GenerationMixin):
         )
         diffusion = cfg.speech_head_type == "diffusion"
         flow = self._flow_settings(gen_cfg, speech_ode_steps, speech_ode_solver, speech_guidance_scale, diffusion)
-        text_processors = LogitsProcessorList([*(logits_processor or []), *text_sampling.processors()])
+        text_processors = LogitsProcessorList([
+            *options.text_processors_before(), *(logits_processor or []), *text_sampling.processors(),
+            *options.text_processors_after(),
+        ])
         speech_processors = LogitsProcessorList([*(speech_logits_processor or []), *speech_sampling.processors()])
         output_logits = bool(_pick(output_logits, gen_cfg, "output_logits", False))
+        recorder = StepRecorder(options, output_logits)
         speech_mode = generation_mode == "audio"
         return_waveform = speech_mode if return_waveform is None else bool(return_waveform) and speech_mode
 
@@ -352,25 +344,50 @@ class OmniDRCAGenerationMixin(GenerationMixin):
         text_banned = [t for t in (abos, text_pad, cfg.audio_token_id) if t is not None]
         speech_banned = [s_bos, s_pad]
 
-        # Left padding: positions count real tokens only, so a row gets the positions it would get alone.
-        position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # (B, Lp)
-        out = self.model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            input_features=input_features,
-            feature_attention_mask=feature_attention_mask,
-            use_cache=True,
-        )
-        cache = out.cache
+        if position_ids is None:  # left padding: positions count real tokens, as the row would get alone
+            position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # (B, Lp)
+        # A prompt of embeddings has no ids: `sequences` then holds the answer only, as in transformers.
+        text_history = input_ids.clone() if input_ids is not None else prompt.new_zeros(batch, 0, dtype=torch.long)
+        n = options.num_return_sequences
+        use_cache = options.use_cache
+        prompt_embeds = None
+        # A cache from an earlier call continues that answer: only the uncached ids are read (the audio is in the
+        # cache) and its first row is not forced to `<abos>` again.
+        past = 0 if cache is None else cache.get_seq_length()
+        if past and (generation_mode == "audio" or inputs_embeds is not None or n > 1 or not use_cache):
+            raise ValueError(
+                "Continuing from a cache (`cache`/`past_key_values`) supports text mode with `input_ids`, one "
+                "sample and `use_cache=True`: the speech stream's state is not in the cache. Generate anew instead."
+            )
+        if inputs_embeds is None and n == 1 and use_cache:  # the reference path: ids and audio straight in
+            out = self.model(
+                input_ids=input_ids[:, past:],
+                attention_mask=attention_mask,
+                position_ids=position_ids[:, past:],
+                input_features=None if past else input_features,
+                feature_attention_mask=None if past else feature_attention_mask,
+                cache=cache,
+                use_cache=True,
+                **recorder.forward_kwargs(),
+            )
+        else:  # samples share their prompt's embeddings; without a cache every step re-reads them
+            prompt_embeds = self.model.embed_prompt(input_ids, inputs_embeds, input_features, feature_attention_mask)
+            if n > 1:
+                prompt_embeds, attention_mask, position_ids, text_history = (
+                    t.repeat_interleave(n, dim=0) for t in (prompt_embeds, attention_mask, position_ids, text_history)
+                )
+                batch *= n
+            out = self.model(inputs_embeds=prompt_embeds, attention_mask=attention_mask, position_ids=position_ids,
+                             use_cache=use_cache, **recorder.forward_kwargs())
+        recorder.record_forward(out)
+        cache = out.cache if use_cache else None
         hidden = out.last_hidden_state[:, -1]  # (B, D) predicts answer row 0
         next_position = position_ids[:, -1:] + 1  # (B, 1)
 
-        text_history = input_ids.clone()  # (B, Lp + r)
         speech_history = torch.full((batch, 0), s_pad, dtype=torch.long, device=device)  # (B, r·k)
         text_done = torch.zeros(batch, dtype=torch.bool, device=device)
         speech_done = torch.full((batch,), not speech_mode, dtype=torch.bool, device=device)
-        all_logits, all_speech_logits = [], []
+        all_speech_logits = []
         pad_group = torch.full((batch, k), s_pad, dtype=torch.long, device=device)
         if diffusion:
             latent_dim = cfg.codec_config.latent_dim
@@ -387,13 +404,18 @@ class OmniDRCAGenerationMixin(GenerationMixin):
 
         for row in range(max_new_tokens):
             logits = self.lm_head(hidden).float()  # (B, Vt)
-            if row == 0:
+            masked = logits.clone()
+            masked[:, text_banned] = -math.inf
+            if row < options.min_new_tokens:  # the answer may not end before `min_new_tokens` rows
+                masked[:, aeos] = -math.inf
+            if row == 0 and not past:
                 text = torch.full((batch,), abos, dtype=torch.long, device=device)
+                # `<abos>` is forced whatever the head says; its scores are reported all the same
+                scores = text_processors(text_history, masked) if options.output_scores else None
             else:
-                masked = logits.clone()
-                masked[:, text_banned] = -math.inf
-                text = _choose(masked, text_history, text_processors, text_sampling.do_sample, generator)
+                text, scores = _choose(masked, text_history, text_processors, text_sampling.do_sample, generator)
                 text = text.masked_fill(text_done, text_pad)
+            recorder.record_step(logits, scores)
             text_done |= text == aeos
 
             group = pad_group
@@ -429,14 +451,12 @@ class OmniDRCAGenerationMixin(GenerationMixin):
                 speech_history = torch.cat([speech_history, group], dim=1)
                 if diffusion:
                     latent_history = torch.cat([latent_history, latent_group], dim=1)
-            if output_logits:
-                all_logits.append(logits)
-                if speech_mode and not diffusion:  # the diffusion head has no speech-token logits
-                    vs = cfg.speech_embed_vocab_size
-                    all_speech_logits.append(
-                        step_speech_logits if step_speech_logits is not None
-                        else torch.full((batch, k, vs), math.nan, device=device)
-                    )
+            if output_logits and speech_mode and not diffusion:  # the diffusion head has no speech-token logits
+                vs = cfg.speech_embed_vocab_size
+                all_speech_logits.append(
+                    step_speech_logits if step_speech_logits is not None
+                    else torch.full((batch, k, vs), math.nan, device=device)
+                )
             text_history = torch.cat([text_history, text[:, None]], dim=1)
             yield StreamStep(text_ids=text, speech_ids=group if speech_mode else None,
                              speech_latents=latent_group if speech_mode and diffusion else None)
@@ -444,25 +464,44 @@ class OmniDRCAGenerationMixin(GenerationMixin):
             if bool((text_done & speech_done).all()) or row == max_new_tokens - 1:
                 break
             attention_mask = torch.cat([attention_mask, attention_mask.new_ones(batch, 1)], dim=1)
-            continuous = {"speech_latents": latent_group[:, None]} if speech_mode and diffusion else {}
-            out = self.model(
-                input_ids=text[:, None],
-                speech_ids=group[:, None] if speech_mode else None,
-                attention_mask=attention_mask,
-                position_ids=next_position,
-                cache=cache,
-                use_cache=True,
-                **continuous,
-            )
-            cache = out.cache
+            if use_cache:
+                continuous = {"speech_latents": latent_group[:, None]} if speech_mode and diffusion else {}
+                out = self.model(
+                    input_ids=text[:, None],
+                    speech_ids=group[:, None] if speech_mode else None,
+                    attention_mask=attention_mask,
+                    position_ids=next_position,
+                    cache=cache,
+                    use_cache=True,
+                    **continuous,
+                    **recorder.forward_kwargs(),
+                )
+                cache = out.cache
+            else:  # the whole sequence again: prompt, then every answer row so far
+                rows = row + 1
+                speech = {}
+                if speech_mode:
+                    prompt_groups = pad_group[:, None].expand(batch, prompt_embeds.shape[1], k)
+                    speech["speech_ids"] = torch.cat([prompt_groups, speech_history.view(batch, rows, k)], dim=1)
+                    if diffusion:
+                        latents = latent_history.view(batch, rows, k, -1)
+                        speech["speech_latents"] = torch.cat([latents.new_zeros(batch, prompt_embeds.shape[1],
+                                                                                *latents.shape[2:]), latents], 1)
+                answer = self.model.get_input_embeddings()(text_history[:, -rows:])  # (B, rows, D)
+                steps = next_position + torch.arange(rows, device=device) - (rows - 1)  # (B, rows)
+                out = self.model(
+                    inputs_embeds=torch.cat([prompt_embeds, answer.to(prompt_embeds.dtype)], dim=1),
+                    attention_mask=attention_mask, position_ids=torch.cat([position_ids, steps], dim=1),
+                    use_cache=False, **speech, **recorder.forward_kwargs(),
+                )
+            recorder.record_forward(out)
             hidden = out.last_hidden_state[:, -1]  # (B, D) predicts the next row
             next_position = next_position + 1
 
         result = OmniDRCAGenerateOutput(sequences=text_history, cache=cache)
-        if output_logits:
-            result.logits = torch.stack(all_logits, dim=1)  # (B, S, Vt)
-            if speech_mode and not diffusion:
-                result.speech_logits = torch.stack(all_speech_logits, dim=1)  # (B, S, k, Vs)
+        recorder.fill(result)  # scores / logits / hidden_states / attentions, as requested
+        if output_logits and speech_mode and not diffusion:
+            result.speech_logits = torch.stack(all_speech_logits, dim=1)  # (B, S, k, Vs)
         if speech_mode:
             speech = speech_history[:, delay * k :]  # (B, T) drop the delay's bos groups
             is_eos = speech == s_eos
@@ -474,7 +513,7 @@ class OmniDRCAGenerationMixin(GenerationMixin):
                 result.waveform, result.waveform_lengths = self._decode_latent_waveform(result.speech_latents, ends)
             elif return_waveform:
                 result.waveform, result.waveform_lengths = self._decode_waveform(speech, ends)
-        return result
+        return result.sequences if options.return_dict_in_generate is False else result
 
     def _flow_settings(self, gen_cfg, steps, solver, guidance, diffusion: bool) -> dict | None:
         """The diffusion head's ODE settings: arguments, then the generation config, then `diffusion_config`."""
@@ -588,7 +627,7 @@ class OmniDRCAGenerationMixin(GenerationMixin):
             logits_out.append(logits)
             masked = logits.clone()
             masked[:, banned] = -math.inf
-            token = _choose(masked, history, processors, do_sample, generator)
+            token, _ = _choose(masked, history, processors, do_sample, generator)
             token = token.masked_fill(ended, cfg.speech_pad_token_id)
             ended |= token == cfg.speech_eos_token_id
             tokens.append(token)

@@ -31,8 +31,10 @@ from transformers import AutoModel, PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache
-from transformers.modeling_outputs import ModelOutput
+from transformers.modeling_outputs import BaseModelOutputWithPooling, ModelOutput
+from transformers.utils import can_return_tuple
 from transformers.utils.deprecation import deprecate_kwarg
+from transformers.utils.import_utils import torch_compilable_check
 from transformers.models.whisper.modeling_whisper import WhisperEncoder, sinusoids
 
 from .codec_omnidrca import OmniDRCASpeechCodec
@@ -43,10 +45,13 @@ from .streams import IGNORE_INDEX, srh_previous_ids
 
 
 @dataclass
-class OmniDRCAAudioFeatures(ModelOutput):
-    """User speech after the encoder and the grouper."""
+class OmniDRCAAudioFeatures(BaseModelOutputWithPooling):
+    """User speech after the encoder and the grouper (transformers' `get_audio_features` contract).
 
-    embeds: torch.FloatTensor | None = None  # (N, G_max, D) grouped 5 Hz embeddings, zero past each clip's end
+    last_hidden_state: (N, T50, Da) encoder output; pooler_output: (N, G_max, D) grouped 5 Hz embeddings, zero past
+    each clip's end; hidden_states / attentions: per encoder layer, when requested.
+    """
+
     mask: torch.BoolTensor | None = None  # (N, G_max) True on the groups of each clip
 
 
@@ -146,7 +151,7 @@ class OmniDRCASpeechRefinedHead(nn.Module):
             (P, k, Vs) logits.
         """
         inputs = self.condition(hidden_states) + self.decoder.embed_tokens(previous_ids)  # (P, k, Ds)
-        out = self.decoder(inputs_embeds=inputs, use_cache=False)
+        out = self.decoder(inputs_embeds=inputs, use_cache=False, return_dict=True)
         return self.lm_head(out.last_hidden_state)  # (P, k, Vs)
 
 
@@ -175,10 +180,7 @@ class OmniDRCAPreTrainedModel(PreTrainedModel):
 
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
-        if isinstance(module, WhisperEncoder):
-            # The generic init would overwrite Whisper's fixed sinusoidal positions with noise.
-            init.copy_(module.embed_positions.weight, sinusoids(*module.embed_positions.weight.shape))
-        elif isinstance(module, OmniDRCAForConditionalGeneration):
+        if isinstance(module, OmniDRCAForConditionalGeneration):
             init.constant_(module.contrastive_logit_scale, math.log(1.0 / self.config.contrastive_temperature))
         elif isinstance(module, OmniDRCAContinuousSpeechEmbedding):
             init.zeros_(module.latent_mean)
@@ -201,6 +203,16 @@ class OmniDRCAModel(OmniDRCAPreTrainedModel):
     def __init__(self, config: OmniDRCAConfig):
         super().__init__(config)
         self.audio_tower = WhisperEncoder(config.audio_config)
+        # `_keep_in_fp32_modules_strict`: fp32 whatever dtype the model is built in (`_from_config(dtype=...)`).
+        # The tower (a sub-model, initialised by its own `_init_weights`) wrote its sinusoids in the build dtype;
+        # rewrite them in fp32 so an fp16 build does not keep fp16-rounded positions.
+        positions = self.audio_tower.embed_positions.float().weight
+        previous = torch.get_default_dtype()
+        torch.set_default_dtype(torch.float32)
+        try:
+            init.copy_(positions, sinusoids(*positions.shape))
+        finally:
+            torch.set_default_dtype(previous)
         self.multi_modal_projector = OmniDRCAAudioProjector(config)
         if config.speech_head_type == "diffusion":
             self.speech_embed = OmniDRCAContinuousSpeechEmbedding(config)
@@ -215,11 +227,14 @@ class OmniDRCAModel(OmniDRCAPreTrainedModel):
     def set_input_embeddings(self, value: nn.Module) -> None:
         self.language_model.set_input_embeddings(value)
 
+    @can_return_tuple
     def get_audio_features(
         self,
         input_features: torch.FloatTensor,
         feature_attention_mask: torch.Tensor | None = None,
-    ) -> OmniDRCAAudioFeatures:
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+    ) -> OmniDRCAAudioFeatures | tuple:
         """Encode user speech into grouped 5 Hz embeddings.
 
         Clips of different lengths are padded to the longest; `feature_attention_mask` marks the real
@@ -229,6 +244,10 @@ class OmniDRCAModel(OmniDRCAPreTrainedModel):
         Args:
             input_features: (N, M, F) log-mel, 100 Hz frames.
             feature_attention_mask: (N, F), 1 on real frames. `None` means every frame is real.
+            output_hidden_states / output_attentions: also return the encoder's per-layer states / attention maps
+                (default: the config's setting).
+        Returns:
+            [`OmniDRCAAudioFeatures`]: `pooler_output` (N, G_max, D) grouped embeddings and `mask` (N, G_max).
         """
         tower = self.audio_tower
         if input_features.dim() != 3 or input_features.shape[1] != tower.config.num_mel_bins:
@@ -263,9 +282,24 @@ class OmniDRCAModel(OmniDRCAPreTrainedModel):
         x = x + tower.embed_positions.weight[:t50].to(x.dtype)
         attn_mask = torch.zeros(n, 1, 1, t50, dtype=x.dtype, device=x.device)  # (N, 1, 1, T50) additive
         attn_mask = attn_mask.masked_fill(~valid50[:, None, None, :], torch.finfo(x.dtype).min)
-        for layer in tower.layers:
-            x = layer(x, attn_mask)
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states or tower.config.output_hidden_states
+        if output_attentions is None:
+            output_attentions = self.config.output_attentions or tower.config.output_attentions
+        hidden_states, attentions = (x,) if output_hidden_states else None, [] if output_attentions else None
+        # The layers run here, not in WhisperEncoder.forward (which cannot mask padded frames), so attention maps
+        # are read off each layer's attention module the way transformers' output recorder does.
+        hooks = [layer.self_attn.register_forward_hook(lambda m, i, out: attentions.append(out[1]))
+                 for layer in tower.layers] if output_attentions else []
+        try:
+            for layer in tower.layers:
+                x = layer(x, attn_mask)
+                hidden_states = hidden_states + (x,) if output_hidden_states else None
+        finally:
+            for hook in hooks:
+                hook.remove()
         x = tower.layer_norm(x)  # (N, T50, Da)
+        encoded = x
         # 50 Hz -> 25 Hz, the rate of the assistant's speech tokens (as Qwen2-Audio pools its encoder).
         x = F.avg_pool1d(x.transpose(1, 2), kernel_size=2, stride=2).transpose(1, 2)  # (N, T25, Da)
         len25 = len50 // 2
@@ -273,8 +307,54 @@ class OmniDRCAModel(OmniDRCAPreTrainedModel):
         embeds = self.multi_modal_projector(x * valid25[..., None])  # (N, G_max, D)
         groups = torch.div(len25 + self.config.group_size - 1, self.config.group_size, rounding_mode="floor")
         mask = torch.arange(embeds.shape[1], device=x.device) < groups[:, None]  # (N, G_max)
-        return OmniDRCAAudioFeatures(embeds=embeds * mask[..., None], mask=mask)
+        return OmniDRCAAudioFeatures(
+            last_hidden_state=encoded,
+            pooler_output=embeds * mask[..., None],
+            hidden_states=hidden_states,
+            attentions=None if attentions is None else tuple(attentions),
+            mask=mask,
+        )
 
+    def get_placeholder_mask(self, input_ids: torch.LongTensor | None, inputs_embeds: torch.Tensor) -> torch.BoolTensor:
+        """(B, L) audio slots: from the ids, or, for a prompt given as embeddings, where they embed the audio token."""
+        if input_ids is not None:
+            return input_ids == self.config.audio_token_id
+        audio_token = torch.tensor(self.config.audio_token_id, device=inputs_embeds.device)
+        return (inputs_embeds == self.get_input_embeddings()(audio_token).to(inputs_embeds.dtype)).all(-1)
+
+    def embed_prompt(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        input_features: torch.FloatTensor | None = None,
+        feature_attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """(B, L, D) input embeddings of a prompt with its audio placed at the slots, as `forward` builds them
+        (generation starts from these for prompts given as embeddings, several samples per prompt, or no cache)."""
+        if inputs_embeds is None:
+            inputs_embeds = self.get_input_embeddings()(input_ids)
+        if input_features is not None:
+            inputs_embeds, _ = self._merge_audio(input_ids, inputs_embeds, input_features, feature_attention_mask)
+        return inputs_embeds
+
+    def _merge_audio(self, input_ids, inputs_embeds, input_features, feature_attention_mask):
+        audio = self.get_audio_features(input_features, feature_attention_mask, return_dict=True)
+        slots = self.get_placeholder_mask(input_ids, inputs_embeds)  # (B, L)
+        # torch_compilable_check: a plain `if` on these counts would break torch.export / fullgraph compile.
+        torch_compilable_check(slots.sum() == audio.mask.sum(), lambda: self._slot_error(slots, audio.mask))
+        source = audio.pooler_output[audio.mask].to(inputs_embeds.dtype)  # (sum of G, D) in slot order
+        return inputs_embeds.masked_scatter(slots[..., None].expand_as(inputs_embeds), source), audio
+
+    def _slot_error(self, slots: torch.Tensor, audio_mask: torch.Tensor) -> str:
+        per_clip = audio_mask.sum(-1).tolist()
+        return (
+            f"The prompt has {int(slots.sum())} audio slots (token id {self.config.audio_token_id}) but the "
+            f"{len(per_clip)} audio clip(s) need {sum(per_clip)} = {per_clip} (ceil(T_25Hz / k) with "
+            f"k={self.config.group_size}). Build the prompt with the model's processor, whose group_size "
+            "must equal the model's, and pass the audio that belongs to it."
+        )
+
+    @can_return_tuple
     @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     def forward(
         self,
@@ -311,29 +391,15 @@ class OmniDRCAModel(OmniDRCAPreTrainedModel):
 
         audio = None
         if input_features is not None:
-            if input_ids is None:
-                raise ValueError("`input_features` need `input_ids` to find the audio slots; got `inputs_embeds`.")
-            audio = self.get_audio_features(input_features, feature_attention_mask)
-            slots = input_ids == self.config.audio_token_id  # (B, L)
-            expected = int(audio.mask.sum())
-            if int(slots.sum()) != expected:
-                per_clip = audio.mask.sum(-1).tolist()
-                raise ValueError(
-                    f"The prompt has {int(slots.sum())} audio slots (token id {self.config.audio_token_id}) but the "
-                    f"{len(per_clip)} audio clip(s) need {expected} = {per_clip} (ceil(T_25Hz / k) with "
-                    f"k={self.config.group_size}). Build the prompt with the model's processor, whose group_size "
-                    "must equal the model's, and pass the audio that belongs to it."
-                )
-            inputs_embeds = inputs_embeds.masked_scatter(
-                slots[..., None].expand_as(inputs_embeds), audio.embeds[audio.mask].to(inputs_embeds.dtype)
+            inputs_embeds, audio = self._merge_audio(input_ids, inputs_embeds, input_features, feature_attention_mask)
+        elif input_ids is not None and self.config.audio_token_id is not None and (
+            cache is None or cache.get_seq_length() == 0  # a prefill: every slot needs its audio
+        ):
+            torch_compilable_check(
+                ~(input_ids == self.config.audio_token_id).any(),
+                "`input_ids` contain audio slots but no `input_features` were given. Pass the audio features "
+                "returned by the processor together with the ids.",
             )
-        elif input_ids is not None and self.config.audio_token_id is not None:
-            prefill = cache is None or cache.get_seq_length() == 0
-            if prefill and bool((input_ids == self.config.audio_token_id).any()):
-                raise ValueError(
-                    "`input_ids` contain audio slots but no `input_features` were given. Pass the audio features "
-                    "returned by the processor together with the ids."
-                )
 
         if speech_ids is not None:
             k = self.config.group_size
@@ -355,6 +421,7 @@ class OmniDRCAModel(OmniDRCAPreTrainedModel):
             position_ids=position_ids,
             cache=cache,
             use_cache=use_cache,
+            return_dict=True,
             **kwargs,
         )
         return OmniDRCAModelOutputWithPast(
@@ -362,7 +429,7 @@ class OmniDRCAModel(OmniDRCAPreTrainedModel):
             cache=outputs.cache,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
-            audio_embeds=None if audio is None else audio.embeds,
+            audio_embeds=None if audio is None else audio.pooler_output,
             audio_embeds_mask=None if audio is None else audio.mask,
         )
 
@@ -375,6 +442,8 @@ class OmniDRCAForConditionalGeneration(OmniDRCAPreTrainedModel, OmniDRCAGenerati
     through `model.language_model` and `lm_head`)."""
 
     _tied_weights_keys = {"lm_head.weight": "model.language_model.embed_tokens.weight"}
+    # Tied to the embedding, which the text backbone's plan shards: the head must be sharded with it.
+    _tp_plan = {"lm_head": "colwise_gather_output"}
     # The loss mixes text, speech and contrastive terms: the Trainer must not rescale it by a
     # text-token count (`num_items_in_batch`), so it is not accepted as a loss kwarg.
     accepts_loss_kwargs = False
@@ -417,9 +486,10 @@ class OmniDRCAForConditionalGeneration(OmniDRCAPreTrainedModel, OmniDRCAGenerati
     def set_output_embeddings(self, new_embeddings: nn.Module) -> None:
         self.lm_head = new_embeddings
 
-    def get_audio_features(self, *args, **kwargs) -> OmniDRCAAudioFeatures:
+    def get_audio_features(self, *args, **kwargs) -> OmniDRCAAudioFeatures | tuple:
         return self.model.get_audio_features(*args, **kwargs)
 
+    @can_return_tuple
     @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     def forward(
         self,
@@ -484,6 +554,7 @@ class OmniDRCAForConditionalGeneration(OmniDRCAPreTrainedModel, OmniDRCAGenerati
             feature_attention_mask=feature_attention_mask,
             speech_ids=speech_ids,
             use_cache=use_cache,
+            return_dict=True,
             **({} if speech_latents is None else {"speech_latents": speech_latents}),
             **kwargs,
         )

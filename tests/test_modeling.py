@@ -123,8 +123,8 @@ def test_audio_in_padded_batch_equals_audio_alone():
         alone = model.get_audio_features(inputs["input_features"][1:, :, :frames])
     g = int(alone.mask.sum())
     assert int(batch.mask[1].sum()) == g
-    torch.testing.assert_close(batch.embeds[1, :g], alone.embeds[0, :g], atol=1e-5, rtol=1e-5)
-    assert batch.embeds[1, g:].abs().max() == 0
+    torch.testing.assert_close(batch.pooler_output[1, :g], alone.pooler_output[0, :g], atol=1e-5, rtol=1e-5)
+    assert batch.pooler_output[1, g:].abs().max() == 0
 
 
 def test_pad_speech_groups_leave_the_text_lm_untouched():

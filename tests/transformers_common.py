@@ -3,8 +3,8 @@
 The common test modules (`test_modeling_common.py`, `test_configuration_common.py`, `test_processing_common.py`,
 the feature-extraction ones) are not in the transformers wheel but are in its PyPI sdist, so they are fetched
 from the registry (`pip download --no-binary`) for exactly the installed version and cached. A few helper modules
-they import are in neither; those are vendored under `tests/vendor/transformers/` (see its PROVENANCE.md) and
-laid beside them. The result is importable as the package `transformers_tests`:
+they import are in neither; this project's own stand-ins for them, in `tests/transformers_helpers/` (see its
+README), are laid beside them. The result is importable as the package `transformers_tests`:
 
     from transformers_common import import_common
     common = import_common("test_modeling_common")
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import transformers
 
-VENDOR = Path(__file__).resolve().parent / "vendor" / "transformers"
+HELPERS = Path(__file__).resolve().parent / "transformers_helpers"
 PACKAGE = "transformers_tests"
 
 
@@ -61,10 +61,10 @@ def _fetch_sdist_tests(package_dir: Path) -> None:
             shutil.move(str(staging), str(package_dir))
 
 
-def _lay_vendored_helpers(root: Path, package_dir: Path) -> None:
-    """Copy the vendored helpers where the common modules import them from (fresh on every run)."""
-    for source in VENDOR.rglob("*.py"):
-        relative = source.relative_to(VENDOR)
+def _lay_helpers(root: Path, package_dir: Path) -> None:
+    """Copy the helper modules where the common modules import them from (fresh on every run)."""
+    for source in HELPERS.rglob("*.py"):
+        relative = source.relative_to(HELPERS)
         # `utils/fetch_hub_objects_for_ci.py` lives in the repository's top-level utils/, which
         # test_processing_common puts on sys.path; the others are subpackages of tests/.
         if relative.parts[0] == "repo_utils":
@@ -85,7 +85,7 @@ def import_common(module: str):
     if not (package_dir / "test_modeling_common.py").is_file():
         _fetch_sdist_tests(package_dir)
     (package_dir / "__init__.py").touch()
-    _lay_vendored_helpers(root, package_dir)
+    _lay_helpers(root, package_dir)
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))
     return importlib.import_module(f"{PACKAGE}.{module}")

@@ -428,6 +428,12 @@ class OmniDRCASpeechCodec(PreTrainedModel):
     config_class = OmniDRCASpeechCodecConfig
     main_input_name = "input_values"
     input_modalities = ("audio",)
+    # The codec has no attention layers, so every attention implementation a user picks for the composite model
+    # (`attn_implementation=...`, `set_attn_implementation`) is trivially supported here.
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
 
     def __init__(self, config: OmniDRCASpeechCodecConfig):
         super().__init__(config)

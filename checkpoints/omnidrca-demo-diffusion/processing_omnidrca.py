@@ -3,6 +3,7 @@ and the decode helpers that turn generated ids into text and waveforms."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from types import SimpleNamespace
 from typing import Any
@@ -10,7 +11,9 @@ from typing import Any
 import numpy as np
 import torch
 from transformers import BatchFeature, ProcessorMixin
+from transformers.processing_utils import _UNMARKED, ProcessingKwargs, Unpack
 
+from .audio_utils import resample
 from .feature_extraction_omnidrca import OmniDRCAFeatureExtractor
 from .streams import IGNORE_INDEX, build_assistant_streams, num_audio_groups, speech_special_ids
 from .tokenization import STREAM_SPECIAL_TOKENS, stream_token_ids
@@ -20,26 +23,34 @@ DEFAULT_SYSTEM_PROMPT = "You are a helpful voice assistant. Answer briefly."
 # ChatML with audio items. A clip renders as <|audio_bos|><|AUDIO|><|audio_eos|>; the processor then
 # expands <|AUDIO|> to the clip's ceil(T_25Hz / k) slots. Earlier assistant turns are text only; the
 # answer being generated or trained starts after "<|im_start|>assistant\n" with the <|abos|> stream.
+# `{% generation %}` marks what an assistant turn teaches, for `return_assistant_tokens_mask=True` (TRL's
+# assistant-only loss): its text and <|aeos|>, as in `build_assistant_streams`, where <|abos|> is forced (no
+# loss) and <|aeos|> is learned. The marker renders nothing, so the prompt text is the same with or without it.
 DEFAULT_CHAT_TEMPLATE = (
+    "{% macro render_content(content) %}"
+    "{% if content is string %}{{ content }}"
+    "{% else %}{% for item in content %}"
+    "{% if item['type'] == 'audio' %}<|audio_bos|><|AUDIO|><|audio_eos|>"
+    "{% elif item['type'] == 'text' %}{{ item['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}"
+    "{% endmacro %}"
     "{% for message in messages %}"
     "{% if loop.first and message['role'] != 'system' %}"
     "<|im_start|>system\n{{ default_system_prompt }}<|im_end|>\n"
     "{% endif %}"
     "<|im_start|>{{ message['role'] }}\n"
-    "{% if message['role'] == 'assistant' %}<|abos|>{% endif %}"
-    "{% if message['content'] is string %}{{ message['content'] }}"
-    "{% else %}{% for item in message['content'] %}"
-    "{% if item['type'] == 'audio' %}<|audio_bos|><|AUDIO|><|audio_eos|>"
-    "{% elif item['type'] == 'text' %}{{ item['text'] }}{% endif %}"
-    "{% endfor %}{% endif %}"
-    "{% if message['role'] == 'assistant' %}<|aeos|>{% endif %}"
+    "{% if message['role'] == 'assistant' %}"
+    "<|abos|>{% generation %}{{ render_content(message['content']) }}<|aeos|>{% endgeneration %}"
+    "{% else %}{{ render_content(message['content']) }}{% endif %}"
     "<|im_end|>\n"
     "{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 
-# Tokenizer call options the processor forwards; the rest of apply_chat_template's bookkeeping is not ours.
-_TEXT_KWARGS = ("add_special_tokens", "truncation", "max_length", "padding_side")
+# Audio kwargs the feature extractor understands (it rejects others). `padding` only in the values it accepts:
+# transformers copies a flat `padding` (meant for the text, e.g. False) to every modality that has one.
+_FEATURE_KWARGS = ("sampling_rate", "device")
+_FEATURE_PADDING = (True, "longest", "max_length")
 
 
 class OmniDRCAProcessor(ProcessorMixin):
@@ -55,6 +66,13 @@ class OmniDRCAProcessor(ProcessorMixin):
         speech_bos_token_id / speech_eos_token_id / speech_pad_token_id (`int`, *optional*): as in the config.
         default_system_prompt (`str`): the system turn the template adds when a conversation has none.
     """
+
+    # Call-time defaults, the lowest-priority layer of `ProcessorMixin._merge_kwargs`: the tokenizer's own init
+    # kwargs (e.g. a tokenizer saved with `padding="max_length"`) and call-time kwargs override them. Prompts are
+    # padded to the longest on the tokenizer's side (left: generation batches end on the assistant header), and
+    # get no tokenizer-added special tokens (the chat template writes them all). No token_type_ids: the model
+    # takes none.
+    text_kwargs = {"padding": True, "add_special_tokens": False, "return_token_type_ids": False}
 
     def __init__(
         self,
@@ -79,6 +97,10 @@ class OmniDRCAProcessor(ProcessorMixin):
         for name, token in STREAM_SPECIAL_TOKENS.items():
             setattr(self, name, token)
         super().__init__(feature_extractor, tokenizer, chat_template=chat_template or DEFAULT_CHAT_TEMPLATE)
+        if self._auto_class is not None:
+            # The `auto_map` entry `save_pretrained` writes (and sets on the processor) for trust_remote_code,
+            # set up front: saving must not change `to_dict()`, so a saved and reloaded processor equals this one.
+            self.auto_map = {self._auto_class: f"{type(self).__module__.rsplit('.', 1)[-1]}.{type(self).__name__}"}
         token_ids = stream_token_ids(tokenizer)  # raises a clear error when a stream token is missing
         self.audio_token_id = token_ids["audio_token_id"]
         self.stream_config = SimpleNamespace(
@@ -109,12 +131,21 @@ class OmniDRCAProcessor(ProcessorMixin):
     # --- prompts ----------------------------------------------------------------------------------
 
     def apply_chat_template(self, conversation, chat_template: str | None = None, **kwargs):
-        kwargs.setdefault("default_system_prompt", self.default_system_prompt)
+        """transformers' `apply_chat_template`, with the default system prompt. With `tokenize=True,
+        return_dict=True, return_assistant_tokens_mask=True` it also returns `assistant_masks`, 1 on the tokens an
+        assistant turn teaches (its text and `<|aeos|>`), for TRL's assistant-only loss."""
+        # Only a template that reads it gets the default system prompt: any other keyword would be taken for a
+        # processor kwarg and forwarded to `__call__`.
+        if "default_system_prompt" in str(self._resolve_chat_template(chat_template)):
+            kwargs.setdefault("default_system_prompt", self.default_system_prompt)
         return super().apply_chat_template(conversation, chat_template=chat_template, **kwargs)
 
     def _multimodal_inputs_from_conversations(self, conversations, audio_loading_params, load_audio_from_video=False):
         """Collect the audio items of the conversations in order (arrays or local files), resampled to the
         feature extractor's rate by our own loader, not transformers' URL/ffmpeg one."""
+        # apply_chat_template then tells `__call__` the clips are at `sampling_rate` (the extractor's unless the
+        # caller chose another), so they are brought to that rate.
+        rate = audio_loading_params.get("sampling_rate") or self.feature_extractor.sampling_rate
         audios = []
         for conversation in conversations:
             for message in conversation:
@@ -123,7 +154,10 @@ class OmniDRCAProcessor(ProcessorMixin):
                     continue
                 for item in content:
                     if item.get("type") == "audio":
-                        audios.append(self._load_audio_item(item))
+                        clip = self._load_audio_item(item)
+                        if rate != self.feature_extractor.sampling_rate:
+                            clip = resample(clip, self.feature_extractor.sampling_rate, rate)
+                        audios.append(clip)
         return [[] for _ in conversations], [[] for _ in conversations], audios, {}
 
     def _load_audio_item(self, item: dict) -> np.ndarray:
@@ -140,44 +174,79 @@ class OmniDRCAProcessor(ProcessorMixin):
         return self.feature_extractor.load(source, sampling_rate=rate)
 
     def __call__(
-        self,
-        text: str | Sequence[str] | None = None,
-        audio=None,
-        sampling_rate: int | None = None,
-        return_tensors: str | None = None,
-        padding: bool | str = True,
-        **kwargs,
+        self, text: str | Sequence[str] | None = None, audio=None, **kwargs: Unpack[ProcessingKwargs]
     ) -> BatchFeature:
         """Tokenize prompts and extract features; each `<|AUDIO|>` becomes its clip's number of slots.
 
         Args:
             text: one prompt or a batch; holds one `<|AUDIO|>` per audio clip, in order.
             audio: the clips (arrays, tensors, or file paths), flattened across the batch in order.
-            sampling_rate: rate of raw-array audio (files carry their own).
+            **kwargs: transformers' processor kwargs, flat or per modality (`text_kwargs`, `audio_kwargs`,
+                `common_kwargs`), merged as `ProcessorMixin._merge_kwargs` does: e.g. `return_tensors`, the
+                tokenizer's `padding` / `truncation` / `max_length` / `padding_side` / `return_offsets_mapping`,
+                the extractor's `sampling_rate` (rate of raw-array audio; files carry their own) and `device`.
+                Prompts are padded to the longest unless the tokenizer or the call says otherwise.
         Returns:
-            `input_ids`, `attention_mask` and, with audio, `input_features` and `feature_attention_mask`.
+            `input_ids`, `attention_mask` and, with audio, `input_features` and `feature_attention_mask` (plus
+            `offset_mapping` / `text_replacement_offsets` when asked for, as `apply_chat_template` does for
+            `return_assistant_tokens_mask=True`).
         """
         if text is None:
             raise ValueError("OmniDRCAProcessor needs `text` (use apply_chat_template to build it from a conversation).")
         texts = [text] if isinstance(text, str) else list(text)
         clips = [] if audio is None else (list(audio) if isinstance(audio, (list, tuple)) else [audio])
-        n_slots = sum(t.count(self.audio_token) for t in texts)
+        # Placeholders that `sanitize_control_tokens` marked as user text are not slots (as in transformers).
+        slot = re.compile(_UNMARKED + re.escape(self.audio_token))
+        n_slots = sum(len(slot.findall(t)) for t in texts)
         if n_slots != len(clips):
             raise ValueError(
-                f"The text holds {n_slots} {self.audio_token} placeholder(s) but {len(clips)} audio clip(s) were given. "
-                "Give exactly one clip per audio item of the conversation, in order."
+                f"The total number of {self.audio_token} tokens in the prompts should be the same as the number of "
+                f"audio clips passed: the text holds {n_slots} {self.audio_token} placeholder(s) but {len(clips)} "
+                "audio clip(s) were given. Give exactly one clip per audio item of the conversation, in order."
             )
+        merged = self._merge_kwargs(
+            self.valid_processor_kwargs, tokenizer_init_kwargs=self.tokenizer.init_kwargs, **kwargs
+        )
+        text_kwargs, audio_kwargs = merged["text_kwargs"], merged["audio_kwargs"]
+        return_tensors = text_kwargs.get("return_tensors")
+        # Processor-level flags; transformers still mirrors them into text_kwargs, which the tokenizer must not get.
+        return_offsets = text_kwargs.pop("return_text_replacement_offsets", None) or merged.get(
+            "return_text_replacement_offsets"
+        )
+        return_mm_ids = text_kwargs.pop("return_mm_token_type_ids", None) or merged.get("return_mm_token_type_ids")
+
         data: dict[str, Any] = {}
+        replacements: list[str] = []
         if clips:
-            feats = self.feature_extractor(clips, sampling_rate=sampling_rate, return_tensors="pt")
+            feature_kwargs = {k: audio_kwargs[k] for k in _FEATURE_KWARGS if audio_kwargs.get(k) is not None}
+            if audio_kwargs.get("padding") in _FEATURE_PADDING:
+                feature_kwargs["padding"] = audio_kwargs["padding"]
+            # Always tensors and the frame mask: the slot counts are read from it.
+            feats = self.feature_extractor(clips, return_tensors="pt", return_attention_mask=True, **feature_kwargs)
             data["input_features"] = feats["input_features"]
             data["feature_attention_mask"] = feats["attention_mask"]
-            texts = self._expand_audio_slots(texts, feats["attention_mask"].sum(-1).tolist())
-        text_kwargs = {k: kwargs[k] for k in _TEXT_KWARGS if k in kwargs}
-        text_kwargs.setdefault("add_special_tokens", False)
-        encoded = self.tokenizer(texts, padding=padding, **text_kwargs)
-        data.update(input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"])
-        return BatchFeature(data, tensor_type=return_tensors)
+            replacements = [self.replace_audio_token(feats, i) for i in range(len(clips))]
+            short = [i for i, r in enumerate(replacements) if not r]
+            if short:
+                raise ValueError(
+                    f"Audio clip(s) {short} are too short: under 30 ms they give no 25 Hz encoder frame. "
+                    "Record or pass a longer clip."
+                )
+        texts, replacement_offsets = self.get_text_with_replacements(texts, audio_replacements=replacements)
+        encoded = self.tokenizer(texts, **text_kwargs)
+        self._check_special_mm_tokens(texts, encoded, modalities=["audio"])  # truncation must not cut a clip's slots
+        data.update(encoded)
+        if return_offsets:
+            data["text_replacement_offsets"] = replacement_offsets
+        if return_mm_ids:
+            data["mm_token_type_ids"] = self.create_mm_token_type_ids(encoded["input_ids"])
+        return BatchFeature(data, tensor_type=return_tensors, skip_tensor_conversion=self.skip_tensor_conversion)
+
+    def replace_audio_token(self, audio_inputs: dict, audio_idx: int, **kwargs) -> str:
+        """The slots of clip `audio_idx`: one `<|AUDIO|>` per grouped 5 Hz audio embedding (empty when the clip
+        is too short to give one)."""
+        frames = int(audio_inputs["attention_mask"][audio_idx].sum())
+        return self.audio_token * num_audio_groups(frames, self.group_size)
 
     def _expand_audio_slots(self, texts: list[str], frames_per_clip: list[int]) -> list[str]:
         groups = [num_audio_groups(int(f), self.group_size) for f in frames_per_clip]

@@ -110,4 +110,33 @@ def compose_from_backbones(
     return model
 
 
-__all__ = ["compose_from_backbones"]
+def replace_speech_head(model, speech_head_type: str, diffusion_config: dict | None = None, **config_kwargs):
+    """A copy of `model` with another speech head, every shared part (encoder, backbone, text head,
+    groupers, codec, contrastive temperature) carried over; the new head and its speech-group embedding
+    start from the model's own init (e.g. switch an aligned SRH model to the diffusion head before SFT).
+
+    Args:
+        model: an `OmniDRCAForConditionalGeneration`.
+        speech_head_type: `"srh"` or `"diffusion"`.
+        diffusion_config: sizes and settings of the diffusion head (`OmniDRCADiffusionHeadConfig` fields).
+        **config_kwargs: other `OmniDRCAConfig` fields to change (e.g. `speech_loss_weight`).
+    """
+    values = model.config.to_dict()
+    values.update(speech_head_type=speech_head_type, **config_kwargs)
+    if diffusion_config is not None:
+        values["diffusion_config"] = dict(diffusion_config)
+    for key in ("auto_map", "architectures", "_name_or_path", "transformers_version", "model_type"):
+        values.pop(key, None)
+    config = OmniDRCAConfig(**values)
+    new = type(model)(config).to(model.dtype)
+    head_parts = ("speech_head.", "model.speech_embed.")
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith(head_parts)}
+    missing, unexpected = new.load_state_dict(state, strict=False)
+    if unexpected or any(not k.startswith(head_parts) for k in missing):
+        raise ValueError(f"Speech-head switch left parts unmatched: missing {missing}, unexpected {unexpected}.")
+    if config.tie_word_embeddings:
+        new.tie_weights()
+    return new
+
+
+__all__ = ["compose_from_backbones", "replace_speech_head"]

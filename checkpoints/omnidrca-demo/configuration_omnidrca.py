@@ -16,7 +16,98 @@ from .streams import speech_special_ids
 
 SPEECH_HEAD_TYPES = ("srh", "diffusion")
 # Head types whose modules exist in this version of the package.
-IMPLEMENTED_SPEECH_HEAD_TYPES = ("srh",)
+IMPLEMENTED_SPEECH_HEAD_TYPES = ("srh", "diffusion")
+ODE_SOLVERS = ("euler", "heun")
+TIME_SAMPLINGS = ("uniform", "logit_normal")
+
+
+@strict
+class OmniDRCADiffusionHeadConfig(PreTrainedConfig):
+    r"""
+    Configuration of the diffusion speech head (`speech_head_type="diffusion"`): a small diffusion transformer
+    (DiT, adaLN conditioning) that generates the k continuous codec latent frames of the next group by flow
+    matching (rectified flow), conditioned on the backbone state and on the previous group's latents.
+
+    Args:
+        hidden_size (`int`, *optional*, defaults to 512):
+            Width of the DiT (and of the per-frame features of the continuous speech-group embedding).
+        num_hidden_layers (`int`, *optional*, defaults to 6):
+            DiT blocks (bidirectional attention over the previous group's k frames and the k noisy frames).
+        num_attention_heads (`int`, *optional*, defaults to 8):
+            Attention heads of each block; must divide `hidden_size`.
+        intermediate_size (`int`, *optional*):
+            Width of the blocks' MLP. Defaults to `4 * hidden_size`.
+        frequency_embedding_size (`int`, *optional*, defaults to 256):
+            Sinusoidal features of the flow time before the time MLP.
+        num_ode_steps (`int`, *optional*, defaults to 10):
+            Integration steps from noise (t = 0) to data (t = 1) at generation. Cost is linear in it: Euler
+            calls the DiT once per step, Heun twice (once more per step when guidance is on: batched).
+        ode_solver (`str`, *optional*, defaults to `"euler"`):
+            `"euler"` or `"heun"` (second order; the last step is a plain Euler step, as in EDM).
+        guidance_scale (`float`, *optional*, defaults to 1.0):
+            Classifier-free guidance at generation: v = v_uncond + scale * (v_cond - v_uncond). 1.0 turns it off
+            (one DiT pass per evaluation); > 1 needs a head trained with `condition_dropout` > 0.
+        condition_dropout (`float`, *optional*, defaults to 0.1):
+            Training probability of replacing the backbone condition by a learned null condition (what
+            classifier-free guidance extrapolates away from).
+        noise_scale (`float`, *optional*, defaults to 1.0):
+            Std of the initial noise when the speech stream is not sampled (`do_sample=False`; the noise then
+            comes from a fixed seed, so greedy generation is deterministic). With sampling, `speech_temperature`
+            sets it.
+        time_sampling (`str`, *optional*, defaults to `"logit_normal"`):
+            Distribution of the flow time t in training: `"uniform"` or `"logit_normal"` (SD3: sigmoid of a
+            standard normal, more weight on the middle of the path).
+        timesteps_per_target (`int`, *optional*, defaults to 1):
+            Noise/time draws per target group in one training step (MAR's diffusion batch multiplier, 4 there).
+            Each draw costs a DiT pass over every target group: worth raising on a GPU, where the small DiT is
+            cheap next to the backbone; on a CPU it quickly dominates the step.
+        stop_loss_weight (`float`, *optional*, defaults to 1.0):
+            Weight of the stop head's cross-entropy (how many frames of the next group are speech before it ends).
+        special_embedding_size (`int`, *optional*, defaults to 8):
+            Size of the learned per-frame vectors of the speech stream's `[bos]` / `[eos]` in the continuous
+            group embedding (`[pad]` is zero).
+        snap_to_codebook (`bool`, *optional*, defaults to `False`):
+            Round generated latents to the codec's FSQ grid before decoding (the decoder was trained on
+            quantised latents). Off: the decoder reads the continuous latents directly.
+    """
+
+    model_type = "omnidrca_diffusion_head"
+
+    hidden_size: int = 512
+    num_hidden_layers: int = 6
+    num_attention_heads: int = 8
+    intermediate_size: int | None = None
+    frequency_embedding_size: int = 256
+    num_ode_steps: int = 10
+    ode_solver: str = "euler"
+    guidance_scale: float | int = 1.0
+    condition_dropout: float | int = 0.1
+    noise_scale: float | int = 1.0
+    time_sampling: str = "logit_normal"
+    timesteps_per_target: int = 1
+    stop_loss_weight: float | int = 1.0
+    special_embedding_size: int = 8
+    snap_to_codebook: bool = False
+
+    def __post_init__(self, **kwargs):
+        if self.intermediate_size is None:
+            self.intermediate_size = 4 * self.hidden_size
+        super().__post_init__(**kwargs)
+        if self.hidden_size < 1 or self.num_attention_heads < 1 or self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"The diffusion head's `hidden_size` ({self.hidden_size}) must be a positive multiple of "
+                f"`num_attention_heads` ({self.num_attention_heads}). Use e.g. hidden_size=192, num_attention_heads=4."
+            )
+        if self.num_ode_steps < 1:
+            raise ValueError(f"`num_ode_steps` must be >= 1, got {self.num_ode_steps}.")
+        if self.ode_solver not in ODE_SOLVERS:
+            raise ValueError(f"Unknown `ode_solver` {self.ode_solver!r}: expected one of {ODE_SOLVERS}.")
+        if self.time_sampling not in TIME_SAMPLINGS:
+            raise ValueError(f"Unknown `time_sampling` {self.time_sampling!r}: expected one of {TIME_SAMPLINGS}.")
+        if not 0 <= self.condition_dropout < 1:
+            raise ValueError(f"`condition_dropout` must be in [0, 1), got {self.condition_dropout}.")
+        if self.timesteps_per_target < 1:
+            raise ValueError(f"`timesteps_per_target` must be >= 1, got {self.timesteps_per_target}.")
 
 
 @strict
@@ -35,6 +126,9 @@ class OmniDRCAConfig(PreTrainedConfig):
             Config of the Speech Refined Head's small causal LM, which runs over the k full-rate positions of
             one group. Its `vocab_size` is forced to the speech vocabulary (codes + special tokens).
             Defaults to a Qwen2.5-0.5B-sized qwen2 config.
+        diffusion_config (`dict` or [`OmniDRCADiffusionHeadConfig`], *optional*):
+            The diffusion speech head (used when `speech_head_type="diffusion"`): DiT sizes, ODE steps and
+            solver, classifier-free guidance, loss settings.
         codec_config (`dict` or [`OmniDRCASpeechCodecConfig`], *optional*):
             The speech codec (`model.speech_codec`): tokenizer and detokenizer of the assistant's speech. Its
             codebook (`prod(fsq_levels)`) is the speech vocabulary. Defaults to 3^8 = 6561 codes at 25 Hz.
@@ -58,8 +152,9 @@ class OmniDRCAConfig(PreTrainedConfig):
             Defaults to `speech_vocab_size + 2`.
         speech_head_type (`str`, *optional*, defaults to `"srh"`):
             Which speech head generates assistant speech: `"srh"` (discrete codes through the Speech Refined
-            Head) or `"diffusion"` (continuous latents through a small diffusion transformer; not available
-            in this version).
+            Head) or `"diffusion"` (the k continuous codec latents of each group through a small diffusion
+            transformer, `diffusion_config`; the speech stream's ids then only mark where frames, `[bos]`,
+            `[eos]` and `[pad]` are, and the grouped input embedding projects the k latent frames).
         audio_token_id (`int`, *optional*):
             Text id of the `<|AUDIO|>` placeholder. Each user audio clip occupies ceil(T_25Hz / k) of them.
         assistant_bos_token_id (`int`, *optional*):
@@ -72,7 +167,8 @@ class OmniDRCAConfig(PreTrainedConfig):
         projector_hidden_act (`str`, *optional*, defaults to `"gelu"`):
             Activation of the MLP that maps a group of k encoder frames to one LLM embedding.
         speech_loss_weight (`float`, *optional*, defaults to 1.0):
-            Weight of the speech cross-entropy in the total loss (text cross-entropy has weight 1).
+            Weight of the speech loss in the total loss (text cross-entropy has weight 1): the SRH's
+            cross-entropy, or the diffusion head's flow-matching MSE.
         contrastive_weight (`float`, *optional*, defaults to 0.1):
             Weight of the speech-text contrastive (symmetric InfoNCE) loss; 0 disables its contribution to
             the total loss (the component is still reported when transcripts are given).
@@ -132,6 +228,7 @@ class OmniDRCAConfig(PreTrainedConfig):
             },
         ),
         "codec_config": SubConfigSpec(config_class=OmniDRCASpeechCodecConfig),
+        "diffusion_config": SubConfigSpec(config_class=OmniDRCADiffusionHeadConfig),
         "srh_config": SubConfigSpec(
             config_class=AutoConfig,
             model_type="qwen2",
@@ -151,6 +248,7 @@ class OmniDRCAConfig(PreTrainedConfig):
     audio_config: dict | PreTrainedConfig | None = None
     srh_config: dict | PreTrainedConfig | None = None
     codec_config: dict | PreTrainedConfig | None = None
+    diffusion_config: dict | PreTrainedConfig | None = None
     group_size: int = 5
     speech_delay: int = 2
     speech_vocab_size: int | None = None
@@ -202,7 +300,8 @@ class OmniDRCAConfig(PreTrainedConfig):
             raise ValueError(f"`speech_vocab_size` must be >= 2 codec codes, got {self.speech_vocab_size}.")
         if self.speech_head_type not in SPEECH_HEAD_TYPES:
             raise ValueError(
-                f"Unknown `speech_head_type` {self.speech_head_type!r}: expected one of {SPEECH_HEAD_TYPES}."
+                f"Unknown `speech_head_type` {self.speech_head_type!r}: expected one of {SPEECH_HEAD_TYPES}. Use "
+                "'srh' for discrete codec codes (Speech Refined Head) or 'diffusion' for continuous latents."
             )
         specials = {
             "speech_bos_token_id": self.speech_bos_token_id,
@@ -242,4 +341,4 @@ class OmniDRCAConfig(PreTrainedConfig):
         return self.audio_config.max_source_positions / 50.0
 
 
-__all__ = ["OmniDRCAConfig"]
+__all__ = ["OmniDRCAConfig", "OmniDRCADiffusionHeadConfig"]

@@ -12,7 +12,11 @@ Shape legend:
     G  groups of one clip (ceil(T25 / k))                 k   group size
     D  backbone width             Da  audio encoder width  Ds  SRH width
     Vt text vocab                 Vs  speech vocab (codes + bos/eos/pad)
-    P  LLM positions that carry a speech target
+    P  LLM positions that carry a speech target               d   codec latent dim (diffusion head)
+
+With `speech_head_type="diffusion"` the speech stream is continuous: `speech_ids` keep the discrete layout
+(they mark latent frames, [bos], [eos], [pad]) and `speech_latents` (B, L, k, d) carry the codec latents of
+the frames; the head is the small DiT of `diffusion_head.py` (flow matching) plus a stop head.
 """
 
 from __future__ import annotations
@@ -27,27 +31,34 @@ from transformers import AutoModel, PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache
-from transformers.modeling_outputs import ModelOutput
+from transformers.modeling_outputs import BaseModelOutputWithPooling, ModelOutput
+from transformers.utils import can_return_tuple
+from transformers.utils.deprecation import deprecate_kwarg
+from transformers.utils.import_utils import torch_compilable_check
 from transformers.models.whisper.modeling_whisper import WhisperEncoder, sinusoids
 
 from .codec_omnidrca import OmniDRCASpeechCodec
 from .configuration_omnidrca import IMPLEMENTED_SPEECH_HEAD_TYPES, OmniDRCAConfig
+from .diffusion_head import OmniDRCAContinuousSpeechEmbedding, OmniDRCADiffusionHead, OmniDRCAZeroInitLinear
 from .generation_omnidrca import OmniDRCAGenerationMixin
 from .streams import IGNORE_INDEX, srh_previous_ids
 
 
 @dataclass
-class OmniDRCAAudioFeatures(ModelOutput):
-    """User speech after the encoder and the grouper."""
+class OmniDRCAAudioFeatures(BaseModelOutputWithPooling):
+    """User speech after the encoder and the grouper (transformers' `get_audio_features` contract).
 
-    embeds: torch.FloatTensor | None = None  # (N, G_max, D) grouped 5 Hz embeddings, zero past each clip's end
+    last_hidden_state: (N, T50, Da) encoder output; pooler_output: (N, G_max, D) grouped 5 Hz embeddings, zero past
+    each clip's end; hidden_states / attentions: per encoder layer, when requested.
+    """
+
     mask: torch.BoolTensor | None = None  # (N, G_max) True on the groups of each clip
 
 
 @dataclass
 class OmniDRCAModelOutputWithPast(ModelOutput):
     last_hidden_state: torch.FloatTensor | None = None  # (B, L, D)
-    past_key_values: Cache | None = None
+    cache: Cache | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None  # each (B, L, D)
     attentions: tuple[torch.FloatTensor, ...] | None = None  # each (B, heads, L, L)
     audio_embeds: torch.FloatTensor | None = None  # (N, G_max, D) grouped user speech, when audio was given
@@ -56,15 +67,16 @@ class OmniDRCAModelOutputWithPast(ModelOutput):
 
 @dataclass
 class OmniDRCAOutput(ModelOutput):
-    loss: torch.FloatTensor | None = None  # () text + speech_loss_weight·speech + contrastive_weight·contrastive
+    loss: torch.FloatTensor | None = None  # () text + speech_loss_weight·speech + contrastive_weight·contrastive (+ stop)
     text_loss: torch.FloatTensor | None = None  # () next-text-token cross-entropy
-    speech_loss: torch.FloatTensor | None = None  # () SRH cross-entropy over the 25 Hz targets
+    speech_loss: torch.FloatTensor | None = None  # () SRH cross-entropy over the 25 Hz targets, or flow-matching MSE
     contrastive_loss: torch.FloatTensor | None = None  # () symmetric InfoNCE speech <-> transcript
     logits: torch.FloatTensor | None = None  # (B, L, Vt), or the last `logits_to_keep` positions
     speech_logits: torch.FloatTensor | None = None  # (P, k, Vs) for the P positions with speech targets
-    past_key_values: Cache | None = None
+    cache: Cache | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None  # each (B, L, D)
     attentions: tuple[torch.FloatTensor, ...] | None = None
+    stop_loss: torch.FloatTensor | None = None  # () diffusion head: stop-head cross-entropy (weight in diffusion_config)
 
 
 class OmniDRCAAudioProjector(nn.Module):
@@ -139,7 +151,7 @@ class OmniDRCASpeechRefinedHead(nn.Module):
             (P, k, Vs) logits.
         """
         inputs = self.condition(hidden_states) + self.decoder.embed_tokens(previous_ids)  # (P, k, Ds)
-        out = self.decoder(inputs_embeds=inputs, use_cache=False)
+        out = self.decoder(inputs_embeds=inputs, use_cache=False, return_dict=True)
         return self.lm_head(out.last_hidden_state)  # (P, k, Vs)
 
 
@@ -151,7 +163,7 @@ class OmniDRCAPreTrainedModel(PreTrainedModel):
     output_modalities = ("text", "audio")
     supports_gradient_checkpointing = True
     _no_split_modules = ["WhisperEncoderLayer"]
-    _skip_keys_device_placement = ["past_key_values"]
+    _skip_keys_device_placement = ["cache"]
     _supports_flash_attn = True
     _supports_sdpa = True
     _supports_flex_attn = True
@@ -168,11 +180,19 @@ class OmniDRCAPreTrainedModel(PreTrainedModel):
 
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
-        if isinstance(module, WhisperEncoder):
-            # The generic init would overwrite Whisper's fixed sinusoidal positions with noise.
-            init.copy_(module.embed_positions.weight, sinusoids(*module.embed_positions.weight.shape))
-        elif isinstance(module, OmniDRCAForConditionalGeneration):
+        if isinstance(module, OmniDRCAForConditionalGeneration):
             init.constant_(module.contrastive_logit_scale, math.log(1.0 / self.config.contrastive_temperature))
+        elif isinstance(module, OmniDRCAContinuousSpeechEmbedding):
+            init.zeros_(module.latent_mean)
+            init.ones_(module.latent_std)
+        elif isinstance(module, OmniDRCAZeroInitLinear):
+            # adaLN-Zero (DiT): every block starts as the identity, the head at zero velocity.
+            init.zeros_(module.weight)
+            init.zeros_(module.bias)
+        elif isinstance(module, OmniDRCADiffusionHead):
+            init.normal_(module.positions, mean=0.0, std=self.config.initializer_range)
+            init.zeros_(module.null_condition)
+            init.zeros_(module.previous_absent)
 
 
 class OmniDRCAModel(OmniDRCAPreTrainedModel):
@@ -183,8 +203,21 @@ class OmniDRCAModel(OmniDRCAPreTrainedModel):
     def __init__(self, config: OmniDRCAConfig):
         super().__init__(config)
         self.audio_tower = WhisperEncoder(config.audio_config)
+        # `_keep_in_fp32_modules_strict`: fp32 whatever dtype the model is built in (`_from_config(dtype=...)`).
+        # The tower (a sub-model, initialised by its own `_init_weights`) wrote its sinusoids in the build dtype;
+        # rewrite them in fp32 so an fp16 build does not keep fp16-rounded positions.
+        positions = self.audio_tower.embed_positions.float().weight
+        previous = torch.get_default_dtype()
+        torch.set_default_dtype(torch.float32)
+        try:
+            init.copy_(positions, sinusoids(*positions.shape))
+        finally:
+            torch.set_default_dtype(previous)
         self.multi_modal_projector = OmniDRCAAudioProjector(config)
-        self.speech_embed = OmniDRCASpeechEmbedding(config)
+        if config.speech_head_type == "diffusion":
+            self.speech_embed = OmniDRCAContinuousSpeechEmbedding(config)
+        else:
+            self.speech_embed = OmniDRCASpeechEmbedding(config)
         self.language_model = AutoModel.from_config(config.text_config)
         self.post_init()
 
@@ -194,11 +227,14 @@ class OmniDRCAModel(OmniDRCAPreTrainedModel):
     def set_input_embeddings(self, value: nn.Module) -> None:
         self.language_model.set_input_embeddings(value)
 
+    @can_return_tuple
     def get_audio_features(
         self,
         input_features: torch.FloatTensor,
         feature_attention_mask: torch.Tensor | None = None,
-    ) -> OmniDRCAAudioFeatures:
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+    ) -> OmniDRCAAudioFeatures | tuple:
         """Encode user speech into grouped 5 Hz embeddings.
 
         Clips of different lengths are padded to the longest; `feature_attention_mask` marks the real
@@ -208,6 +244,10 @@ class OmniDRCAModel(OmniDRCAPreTrainedModel):
         Args:
             input_features: (N, M, F) log-mel, 100 Hz frames.
             feature_attention_mask: (N, F), 1 on real frames. `None` means every frame is real.
+            output_hidden_states / output_attentions: also return the encoder's per-layer states / attention maps
+                (default: the config's setting).
+        Returns:
+            [`OmniDRCAAudioFeatures`]: `pooler_output` (N, G_max, D) grouped embeddings and `mask` (N, G_max).
         """
         tower = self.audio_tower
         if input_features.dim() != 3 or input_features.shape[1] != tower.config.num_mel_bins:
@@ -242,9 +282,24 @@ class OmniDRCAModel(OmniDRCAPreTrainedModel):
         x = x + tower.embed_positions.weight[:t50].to(x.dtype)
         attn_mask = torch.zeros(n, 1, 1, t50, dtype=x.dtype, device=x.device)  # (N, 1, 1, T50) additive
         attn_mask = attn_mask.masked_fill(~valid50[:, None, None, :], torch.finfo(x.dtype).min)
-        for layer in tower.layers:
-            x = layer(x, attn_mask)
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states or tower.config.output_hidden_states
+        if output_attentions is None:
+            output_attentions = self.config.output_attentions or tower.config.output_attentions
+        hidden_states, attentions = (x,) if output_hidden_states else None, [] if output_attentions else None
+        # The layers run here, not in WhisperEncoder.forward (which cannot mask padded frames), so attention maps
+        # are read off each layer's attention module the way transformers' output recorder does.
+        hooks = [layer.self_attn.register_forward_hook(lambda m, i, out: attentions.append(out[1]))
+                 for layer in tower.layers] if output_attentions else []
+        try:
+            for layer in tower.layers:
+                x = layer(x, attn_mask)
+                hidden_states = hidden_states + (x,) if output_hidden_states else None
+        finally:
+            for hook in hooks:
+                hook.remove()
         x = tower.layer_norm(x)  # (N, T50, Da)
+        encoded = x
         # 50 Hz -> 25 Hz, the rate of the assistant's speech tokens (as Qwen2-Audio pools its encoder).
         x = F.avg_pool1d(x.transpose(1, 2), kernel_size=2, stride=2).transpose(1, 2)  # (N, T25, Da)
         len25 = len50 // 2
@@ -252,19 +307,67 @@ class OmniDRCAModel(OmniDRCAPreTrainedModel):
         embeds = self.multi_modal_projector(x * valid25[..., None])  # (N, G_max, D)
         groups = torch.div(len25 + self.config.group_size - 1, self.config.group_size, rounding_mode="floor")
         mask = torch.arange(embeds.shape[1], device=x.device) < groups[:, None]  # (N, G_max)
-        return OmniDRCAAudioFeatures(embeds=embeds * mask[..., None], mask=mask)
+        return OmniDRCAAudioFeatures(
+            last_hidden_state=encoded,
+            pooler_output=embeds * mask[..., None],
+            hidden_states=hidden_states,
+            attentions=None if attentions is None else tuple(attentions),
+            mask=mask,
+        )
 
+    def get_placeholder_mask(self, input_ids: torch.LongTensor | None, inputs_embeds: torch.Tensor) -> torch.BoolTensor:
+        """(B, L) audio slots: from the ids, or, for a prompt given as embeddings, where they embed the audio token."""
+        if input_ids is not None:
+            return input_ids == self.config.audio_token_id
+        audio_token = torch.tensor(self.config.audio_token_id, device=inputs_embeds.device)
+        return (inputs_embeds == self.get_input_embeddings()(audio_token).to(inputs_embeds.dtype)).all(-1)
+
+    def embed_prompt(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        input_features: torch.FloatTensor | None = None,
+        feature_attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """(B, L, D) input embeddings of a prompt with its audio placed at the slots, as `forward` builds them
+        (generation starts from these for prompts given as embeddings, several samples per prompt, or no cache)."""
+        if inputs_embeds is None:
+            inputs_embeds = self.get_input_embeddings()(input_ids)
+        if input_features is not None:
+            inputs_embeds, _ = self._merge_audio(input_ids, inputs_embeds, input_features, feature_attention_mask)
+        return inputs_embeds
+
+    def _merge_audio(self, input_ids, inputs_embeds, input_features, feature_attention_mask):
+        audio = self.get_audio_features(input_features, feature_attention_mask, return_dict=True)
+        slots = self.get_placeholder_mask(input_ids, inputs_embeds)  # (B, L)
+        # torch_compilable_check: a plain `if` on these counts would break torch.export / fullgraph compile.
+        torch_compilable_check(slots.sum() == audio.mask.sum(), lambda: self._slot_error(slots, audio.mask))
+        source = audio.pooler_output[audio.mask].to(inputs_embeds.dtype)  # (sum of G, D) in slot order
+        return inputs_embeds.masked_scatter(slots[..., None].expand_as(inputs_embeds), source), audio
+
+    def _slot_error(self, slots: torch.Tensor, audio_mask: torch.Tensor) -> str:
+        per_clip = audio_mask.sum(-1).tolist()
+        return (
+            f"The prompt has {int(slots.sum())} audio slots (token id {self.config.audio_token_id}) but the "
+            f"{len(per_clip)} audio clip(s) need {sum(per_clip)} = {per_clip} (ceil(T_25Hz / k) with "
+            f"k={self.config.group_size}). Build the prompt with the model's processor, whose group_size "
+            "must equal the model's, and pass the audio that belongs to it."
+        )
+
+    @can_return_tuple
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
         input_features: torch.FloatTensor | None = None,
         feature_attention_mask: torch.Tensor | None = None,
         speech_ids: torch.LongTensor | None = None,
         use_cache: bool | None = None,
+        speech_latents: torch.FloatTensor | None = None,
         **kwargs,
     ) -> OmniDRCAModelOutputWithPast:
         r"""
@@ -273,7 +376,14 @@ class OmniDRCAModel(OmniDRCAPreTrainedModel):
             input_features: (N, M, F) log-mel of the N user clips, in slot order.
             feature_attention_mask: (N, F) real-frame mask of `input_features`.
             speech_ids: (B, L, k) speech stream aligned with `input_ids` (pad id where there is no speech).
+            speech_latents: (B, L, k, d) diffusion head only: the codec latents (`encode_continuous`, not
+                normalised) of the frames that `speech_ids` mark with codes; anything elsewhere.
         """
+        if speech_latents is not None and self.config.speech_head_type != "diffusion":
+            raise ValueError(
+                f"`speech_latents` are the continuous speech stream of speech_head_type='diffusion'; this model's "
+                f"speech head is {self.config.speech_head_type!r} and reads discrete `speech_ids` only. Drop them."
+            )
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of `input_ids` and `inputs_embeds`.")
         if inputs_embeds is None:
@@ -281,29 +391,15 @@ class OmniDRCAModel(OmniDRCAPreTrainedModel):
 
         audio = None
         if input_features is not None:
-            if input_ids is None:
-                raise ValueError("`input_features` need `input_ids` to find the audio slots; got `inputs_embeds`.")
-            audio = self.get_audio_features(input_features, feature_attention_mask)
-            slots = input_ids == self.config.audio_token_id  # (B, L)
-            expected = int(audio.mask.sum())
-            if int(slots.sum()) != expected:
-                per_clip = audio.mask.sum(-1).tolist()
-                raise ValueError(
-                    f"The prompt has {int(slots.sum())} audio slots (token id {self.config.audio_token_id}) but the "
-                    f"{len(per_clip)} audio clip(s) need {expected} = {per_clip} (ceil(T_25Hz / k) with "
-                    f"k={self.config.group_size}). Build the prompt with the model's processor, whose group_size "
-                    "must equal the model's, and pass the audio that belongs to it."
-                )
-            inputs_embeds = inputs_embeds.masked_scatter(
-                slots[..., None].expand_as(inputs_embeds), audio.embeds[audio.mask].to(inputs_embeds.dtype)
+            inputs_embeds, audio = self._merge_audio(input_ids, inputs_embeds, input_features, feature_attention_mask)
+        elif input_ids is not None and self.config.audio_token_id is not None and (
+            cache is None or cache.get_seq_length() == 0  # a prefill: every slot needs its audio
+        ):
+            torch_compilable_check(
+                ~(input_ids == self.config.audio_token_id).any(),
+                "`input_ids` contain audio slots but no `input_features` were given. Pass the audio features "
+                "returned by the processor together with the ids.",
             )
-        elif input_ids is not None and self.config.audio_token_id is not None:
-            prefill = past_key_values is None or past_key_values.get_seq_length() == 0
-            if prefill and bool((input_ids == self.config.audio_token_id).any()):
-                raise ValueError(
-                    "`input_ids` contain audio slots but no `input_features` were given. Pass the audio features "
-                    "returned by the processor together with the ids."
-                )
 
         if speech_ids is not None:
             k = self.config.group_size
@@ -313,33 +409,41 @@ class OmniDRCAModel(OmniDRCAPreTrainedModel):
                     f"got {tuple(speech_ids.shape)}. Group the 25 Hz speech stream by k={k} (the config's "
                     "group_size), aligned with `input_ids`."
                 )
-            inputs_embeds = inputs_embeds + self.speech_embed(speech_ids).to(inputs_embeds.dtype)
+            if self.config.speech_head_type == "diffusion":
+                speech_embeds = self.speech_embed(speech_ids, speech_latents)
+            else:
+                speech_embeds = self.speech_embed(speech_ids)
+            inputs_embeds = inputs_embeds + speech_embeds.to(inputs_embeds.dtype)
 
         outputs = self.language_model(
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            cache=cache,
             use_cache=use_cache,
+            return_dict=True,
             **kwargs,
         )
         return OmniDRCAModelOutputWithPast(
             last_hidden_state=outputs.last_hidden_state,
-            past_key_values=outputs.past_key_values,
+            cache=outputs.cache,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
-            audio_embeds=None if audio is None else audio.embeds,
+            audio_embeds=None if audio is None else audio.pooler_output,
             audio_embeds_mask=None if audio is None else audio.mask,
         )
 
 
 class OmniDRCAForConditionalGeneration(OmniDRCAPreTrainedModel, OmniDRCAGenerationMixin):
-    """OmniDRCA with its heads: `lm_head` (text) and `speech_head` (the SRH), the frozen `speech_codec`
+    """OmniDRCA with its heads: `lm_head` (text) and `speech_head` (the SRH, or the diffusion head with
+    `speech_head_type="diffusion"`), the frozen `speech_codec`
     that turns speech codes into waveforms (at `speech_codec.config.sampling_rate`), and the contrastive
     speech-text alignment loss. `model` is the [`OmniDRCAModel`] backbone (TRL/PEFT reach the LM
     through `model.language_model` and `lm_head`)."""
 
     _tied_weights_keys = {"lm_head.weight": "model.language_model.embed_tokens.weight"}
+    # Tied to the embedding, which the text backbone's plan shards: the head must be sharded with it.
+    _tp_plan = {"lm_head": "colwise_gather_output"}
     # The loss mixes text, speech and contrastive terms: the Trainer must not rescale it by a
     # text-token count (`num_items_in_batch`), so it is not accepted as a loss kwarg.
     accepts_loss_kwargs = False
@@ -347,13 +451,16 @@ class OmniDRCAForConditionalGeneration(OmniDRCAPreTrainedModel, OmniDRCAGenerati
     def __init__(self, config: OmniDRCAConfig):
         super().__init__(config)
         if config.speech_head_type not in IMPLEMENTED_SPEECH_HEAD_TYPES:
-            raise NotImplementedError(
+            raise ValueError(
                 f"speech_head_type={config.speech_head_type!r} is not available in this version; "
                 f"use one of {IMPLEMENTED_SPEECH_HEAD_TYPES}."
             )
         self.model = OmniDRCAModel(config)
         self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
-        self.speech_head = OmniDRCASpeechRefinedHead(config)
+        if config.speech_head_type == "diffusion":
+            self.speech_head = OmniDRCADiffusionHead(config)
+        else:
+            self.speech_head = OmniDRCASpeechRefinedHead(config)
         # Speech tokenizer/detokenizer. Trained on its own (training/), then frozen: LM training must not
         # move the code space its targets were computed in.
         self.speech_codec = OmniDRCASpeechCodec(config.codec_config)
@@ -379,15 +486,17 @@ class OmniDRCAForConditionalGeneration(OmniDRCAPreTrainedModel, OmniDRCAGenerati
     def set_output_embeddings(self, new_embeddings: nn.Module) -> None:
         self.lm_head = new_embeddings
 
-    def get_audio_features(self, *args, **kwargs) -> OmniDRCAAudioFeatures:
+    def get_audio_features(self, *args, **kwargs) -> OmniDRCAAudioFeatures | tuple:
         return self.model.get_audio_features(*args, **kwargs)
 
+    @can_return_tuple
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
         input_features: torch.FloatTensor | None = None,
         feature_attention_mask: torch.Tensor | None = None,
@@ -398,6 +507,7 @@ class OmniDRCAForConditionalGeneration(OmniDRCAPreTrainedModel, OmniDRCAGenerati
         transcript_attention_mask: torch.Tensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
+        speech_latents: torch.FloatTensor | None = None,
         **kwargs,
     ) -> OmniDRCAOutput:
         r"""
@@ -412,6 +522,8 @@ class OmniDRCAForConditionalGeneration(OmniDRCAPreTrainedModel, OmniDRCAGenerati
                 given, the contrastive loss aligns each clip's pooled grouped embedding with the pooled
                 text embedding of its transcript against the other clips of the batch.
             logits_to_keep: compute text logits for the last `logits_to_keep` positions only (0 = all).
+            speech_latents: (B, L, k, d) diffusion head only: the codec latents of the speech frames (inputs
+                and, at the frames of `speech_labels`, flow-matching targets).
         """
         if labels is not None and input_ids is not None and labels.shape != input_ids.shape:
             raise ValueError(
@@ -436,23 +548,27 @@ class OmniDRCAForConditionalGeneration(OmniDRCAPreTrainedModel, OmniDRCAGenerati
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            cache=cache,
             inputs_embeds=inputs_embeds,
             input_features=input_features,
             feature_attention_mask=feature_attention_mask,
             speech_ids=speech_ids,
             use_cache=use_cache,
+            return_dict=True,
+            **({} if speech_latents is None else {"speech_latents": speech_latents}),
             **kwargs,
         )
         hidden = outputs.last_hidden_state  # (B, L, D)
         keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
         logits = self.lm_head(hidden[:, keep])  # (B, L', Vt)
 
-        text_loss = speech_loss = contrastive_loss = speech_logits = None
+        text_loss = speech_loss = contrastive_loss = speech_logits = stop_loss = None
         if labels is not None:
             full_logits = logits if logits.shape[1] == hidden.shape[1] else self.lm_head(hidden)
             text_loss = self._text_loss(full_logits, labels)
-        if speech_labels is not None:
+        if speech_labels is not None and self.config.speech_head_type == "diffusion":
+            speech_loss, stop_loss = self._diffusion_loss(hidden, speech_ids, speech_latents, speech_labels)
+        elif speech_labels is not None:
             speech_loss, speech_logits = self._speech_loss(hidden, speech_ids, speech_labels)
         if transcript_ids is not None:
             contrastive_loss = self._contrastive_loss(
@@ -464,6 +580,8 @@ class OmniDRCAForConditionalGeneration(OmniDRCAPreTrainedModel, OmniDRCAGenerati
             (speech_loss, self.config.speech_loss_weight),
             (contrastive_loss, self.config.contrastive_weight),
         ]
+        if stop_loss is not None:
+            terms.append((stop_loss, self.config.diffusion_config.stop_loss_weight))
         present = [weight * value for value, weight in terms if value is not None]
         loss = torch.stack(present).sum() if present else None
         return OmniDRCAOutput(
@@ -473,9 +591,10 @@ class OmniDRCAForConditionalGeneration(OmniDRCAPreTrainedModel, OmniDRCAGenerati
             contrastive_loss=contrastive_loss,
             logits=logits,
             speech_logits=speech_logits,
-            past_key_values=outputs.past_key_values,
+            cache=outputs.cache,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
+            stop_loss=stop_loss,
         )
 
     def _text_loss(self, logits: torch.Tensor, labels: torch.LongTensor) -> torch.Tensor:
@@ -498,6 +617,66 @@ class OmniDRCAForConditionalGeneration(OmniDRCAPreTrainedModel, OmniDRCAGenerati
         speech_logits = self.speech_head(hidden[:, :-1][selected], previous)  # (P, k, Vs)
         loss = F.cross_entropy(speech_logits.flatten(0, 1).float(), targets[selected].flatten(), ignore_index=IGNORE_INDEX)
         return loss, speech_logits
+
+    def _diffusion_loss(
+        self,
+        hidden: torch.Tensor,
+        speech_ids: torch.LongTensor,
+        speech_latents: torch.Tensor | None,
+        speech_labels: torch.LongTensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Diffusion head: flow-matching MSE on the frames of group t+1 from the state of row t (and the
+        latents of group t), and the stop head's CE on how many frames of group t+1 are speech."""
+        embed, k = self.model.speech_embed, self.config.group_size
+        targets = speech_labels[:, 1:].to(hidden.device)  # (B, L-1, k)
+        selected = (targets != IGNORE_INDEX).any(-1)  # (B, L-1)
+        if not bool(selected.any()):
+            zero = hidden.sum() * 0.0
+            return zero, zero
+        if speech_latents is None:
+            raise ValueError(
+                "The diffusion head learns continuous latents: pass `speech_latents` (batch, seq_len, group_size, "
+                "latent_dim) with `speech_labels` (`processor.build_training_batch` adds them when the examples "
+                "carry `answer_latents`)."
+            )
+        target_ids = targets[selected]  # (P, k)
+        target_mask = embed.frame_mask(target_ids)  # (P, k) speech frames to learn
+        has_eos = (target_ids == self.config.speech_eos_token_id).any(-1)
+        stop_target = torch.where(has_eos, target_mask.sum(-1), torch.full_like(has_eos, k, dtype=torch.long))  # (P,)
+        h = hidden[:, :-1][selected]  # (P, D)
+        stop_loss = F.cross_entropy(self.speech_head.stop_head(h).float(), stop_target)
+        latents = embed.normalize(speech_latents.to(hidden.device).float())  # (B, L, k, d)
+        previous_ids = speech_ids[:, :-1].to(hidden.device)[selected]  # (P, k)
+        previous_mask = embed.frame_mask(previous_ids)
+        previous = latents[:, :-1][selected] * previous_mask[..., None]  # (P, k, d)
+        target = latents[:, 1:][selected] * target_mask[..., None]
+        speech_loss = self.speech_head.flow_matching_loss(h, target, target_mask, previous, previous_mask)
+        return speech_loss, stop_loss
+
+    @torch.no_grad()
+    def set_speech_latent_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Store the per-dimension mean and std of the codec's continuous latents (diffusion head), saved with
+        the checkpoint. Compute them over the training corpus's answer audio (`speech_latent_stats`)."""
+        if self.config.speech_head_type != "diffusion":
+            raise ValueError("Latent statistics belong to speech_head_type='diffusion'; this model uses the SRH.")
+        embed = self.model.speech_embed
+        mean, std = torch.as_tensor(mean).float(), torch.as_tensor(std).float()
+        if mean.shape != embed.latent_mean.shape or std.shape != embed.latent_std.shape or bool((std <= 0).any()):
+            raise ValueError(
+                f"Expected mean and std of shape {tuple(embed.latent_mean.shape)} (the codec's latent_dim) with "
+                f"std > 0, got {tuple(mean.shape)} and {tuple(std.shape)} (min std {float(std.min()):.3g})."
+            )
+        embed.latent_mean.copy_(mean)
+        embed.latent_std.copy_(std)
+
+    def latents_to_waveform(self, latents: torch.Tensor, lengths: torch.LongTensor) -> torch.Tensor:
+        """(B, T, d) codec latents and (B,) frame counts -> (B, T·samples_per_code) wave (silent past each
+        row's frames); snapped to the FSQ grid first when `diffusion_config.snap_to_codebook` is set."""
+        codec = self.speech_codec
+        mask = (torch.arange(latents.shape[1], device=latents.device) < lengths[:, None]).long()  # (B, T)
+        if self.config.diffusion_config.snap_to_codebook:
+            latents = codec.quantizer.codes_to_latents(codec.quantizer.latents_to_codes(latents), latents.dtype)
+        return codec.decode_continuous(latents, mask).float()
 
     def _contrastive_loss(
         self,

@@ -25,6 +25,7 @@ class AssistantStreams:
     speech_ids: torch.LongTensor  # (S, k) speech stream, one group of k 25 Hz tokens per LLM step
     labels: torch.LongTensor  # (S,) text targets, unshifted like HF causal-LM labels; -100 = no loss
     speech_labels: torch.LongTensor  # (S, k) speech targets, unshifted; -100 = no loss
+    speech_latents: torch.FloatTensor | None = None  # (S, k, d) continuous latents of the frames (diffusion head), 0 elsewhere
 
 
 def _require(config: Any, name: str) -> int:
@@ -41,6 +42,7 @@ def build_assistant_streams(
     text_ids: Sequence[int],
     speech_codes: Sequence[int] | None,
     config: Any,
+    speech_latents: Any = None,
 ) -> AssistantStreams:
     r"""Lay out one assistant turn as parallel text and speech streams.
 
@@ -64,6 +66,8 @@ def build_assistant_streams(
         text_ids: the answer's text token ids, without `<abos>`/`<aeos>`.
         speech_codes: the answer's 25 Hz codec codes, or `None` for a text-only answer.
         config: an `OmniDRCAConfig` (any object with the same id fields works).
+        speech_latents: (n_codes, d) continuous codec latents of the same frames (diffusion head, see
+            `OmniDRCASpeechCodec.encode_continuous`); placed where the codes are, zero elsewhere.
 
     Returns:
         [`AssistantStreams`] with S = max(m + 2, d + ceil((n_codes + 1) / k)) steps (m + 2 when text-only).
@@ -94,16 +98,33 @@ def build_assistant_streams(
         speech = [s_bos] * (delay * k) + body + [s_pad] * fill
         speech_labels = [IGNORE_INDEX] * (delay * k) + body + [IGNORE_INDEX] * fill
 
+    latents = None
+    if speech_latents is not None:
+        if speech_codes is None:
+            raise ValueError("`speech_latents` belong to speech frames: pass the answer's `speech_codes` too.")
+        frames = torch.as_tensor(speech_latents, dtype=torch.float32)
+        if frames.dim() != 2 or frames.shape[0] != len(codes):
+            raise ValueError(
+                f"`speech_latents` must have shape (n_codes={len(codes)}, latent_dim), one latent per code, got "
+                f"{tuple(frames.shape)}. Encode codes and latents from the same audio with the model's codec."
+            )
+        latents = frames
     steps = max(len(text), len(speech) // k)
     text += [text_pad] * (steps - len(text))
     text_labels += [IGNORE_INDEX] * (steps - len(text_labels))
     speech += [s_pad] * (steps * k - len(speech))
     speech_labels += [IGNORE_INDEX] * (steps * k - len(speech_labels))
+    if latents is not None:
+        start = delay * k
+        placed = torch.zeros(steps * k, latents.shape[1])
+        placed[start : start + latents.shape[0]] = latents
+        latents = placed.view(steps, k, -1)  # (S, k, d)
     return AssistantStreams(
         input_ids=torch.tensor(text, dtype=torch.long),
         speech_ids=torch.tensor(speech, dtype=torch.long).view(steps, k),  # (S, k)
         labels=torch.tensor(text_labels, dtype=torch.long),
         speech_labels=torch.tensor(speech_labels, dtype=torch.long).view(steps, k),  # (S, k)
+        speech_latents=latents,
     )
 
 
