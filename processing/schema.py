@@ -11,17 +11,11 @@ from __future__ import annotations
 import numpy as np
 from datasets import Features, Sequence, Value
 
+# Task families (DESIGN.md §5); the package holds their system prompts, which tell the model the task of a turn.
+from modeling_omnidrca.processing_omnidrca import SYSTEM_PROMPTS, TASKS
+
 SAMPLING_RATE = 16_000
 
-# Task families (DESIGN.md §5). The system prompt tells the model which one a turn is.
-TASKS = ("asr", "s2t", "s2s", "t2s", "repeat")
-SYSTEM_PROMPTS = {
-    "asr": "Transcribe the user's speech.",
-    "s2t": "You are a helpful voice assistant. Answer briefly in text.",
-    "s2s": "You are a helpful voice assistant. Answer briefly.",
-    "t2s": "Read the user's text aloud.",
-    "repeat": "Repeat what the user says.",
-}
 # Tasks whose answer carries speech (its codes are the speech stream's targets).
 SPEECH_ANSWER_TASKS = ("s2s", "t2s", "repeat")
 

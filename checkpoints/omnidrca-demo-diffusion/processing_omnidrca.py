@@ -19,6 +19,16 @@ from .streams import IGNORE_INDEX, build_assistant_streams, num_audio_groups, sp
 from .tokenization import STREAM_SPECIAL_TOKENS, stream_token_ids
 
 DEFAULT_SYSTEM_PROMPT = "You are a helpful voice assistant. Answer briefly."
+# The system prompt tells the model which task a turn is (DESIGN.md §5): the one definition, read by the corpus
+# builder, training, evaluation and the Space.
+TASKS = ("asr", "s2t", "s2s", "t2s", "repeat")
+SYSTEM_PROMPTS = {
+    "asr": "Transcribe the user's speech.",
+    "s2t": "You are a helpful voice assistant. Answer briefly in text.",
+    "s2s": DEFAULT_SYSTEM_PROMPT,
+    "t2s": "Read the user's text aloud.",
+    "repeat": "Repeat what the user says.",
+}
 
 # ChatML with audio items. A clip renders as <|audio_bos|><|AUDIO|><|audio_eos|>; the processor then
 # expands <|AUDIO|> to the clip's ceil(T_25Hz / k) slots. Earlier assistant turns are text only; the
@@ -430,4 +440,4 @@ class OmniDRCAProcessor(ProcessorMixin):
         return ["input_ids", "attention_mask", "input_features", "feature_attention_mask"]
 
 
-__all__ = ["DEFAULT_CHAT_TEMPLATE", "DEFAULT_SYSTEM_PROMPT", "OmniDRCAProcessor"]
+__all__ = ["DEFAULT_CHAT_TEMPLATE", "DEFAULT_SYSTEM_PROMPT", "OmniDRCAProcessor", "SYSTEM_PROMPTS", "TASKS"]
