@@ -9,6 +9,7 @@ import argparse
 
 import torch
 from feature_extraction import median_ms  # benchmarks/ is on sys.path when run as a script
+
 from modeling_omnidrca import OmniDRCASpeechCodec, OmniDRCASpeechCodecConfig
 
 CONFIGS = {

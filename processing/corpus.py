@@ -35,15 +35,22 @@ from pathlib import Path
 
 import datasets
 import numpy as np
-import pyarrow as pa
 import pyarrow.compute as pc
 import soundfile as sf
 from datasets import Dataset, DatasetDict
-from datasets.table import InMemoryTable
 from tqdm.auto import tqdm
 
 from modeling_omnidrca.audio_utils import resample
-from processing.schema import FEATURES, SAMPLING_RATE, SPEECH_ANSWER_TASKS, SYSTEM_PROMPTS, TASKS, to_int16
+from processing.numbers import number_to_words
+from processing.schema import (
+    AUDIO_COLUMNS,
+    SAMPLING_RATE,
+    SPEECH_ANSWER_TASKS,
+    SYSTEM_PROMPTS,
+    TASKS,
+    rows_to_dataset,
+    to_int16,
+)
 
 # ----------------------------------------------------------------------------------------------------------
 # Voices, rates, pitches
@@ -91,26 +98,7 @@ def _check_split(split: str) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Text content: numbers, facts, templates
-
-_ONES = (
-    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
-    "seventeen eighteen nineteen"
-).split()
-_TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
-
-
-def number_to_words(n: int) -> str:
-    """0..999 as spoken words, American style without "and" or hyphens: 144 -> "one hundred forty four"."""
-    if not 0 <= n <= 999 or int(n) != n:
-        raise ValueError(f"number_to_words handles integers 0..999, got {n!r}.")
-    if n < 20:
-        return _ONES[n]
-    if n < 100:
-        tens, ones = divmod(n, 10)
-        return _TENS[tens] + ("" if ones == 0 else " " + _ONES[ones])
-    hundreds, rest = divmod(n, 100)
-    return _ONES[hundreds] + " hundred" + ("" if rest == 0 else " " + number_to_words(rest))
+# Text content: numbers (`processing.numbers`), facts, templates
 
 
 @dataclass(frozen=True)
@@ -438,37 +426,6 @@ def build_split(split: str, num_rows: int, seed: int = 0, tasks: Sequence[str] =
     plans = plan_split(split, num_rows, seed, tasks, facts_path)
     clips = synthesize_all(synthesis_jobs(plans), num_workers, progress, desc=f"espeak {split}")
     return rows_to_dataset([plan_to_row(p, clips) for p in plans])
-
-
-AUDIO_COLUMNS = ("question_audio", "answer_audio")
-
-
-def _audio_column(clips: Sequence[np.ndarray]) -> pa.ListArray:
-    """int16 clips -> Arrow list<int16> straight from numpy (one copy, no Python ints per sample)."""
-    offsets = np.zeros(len(clips) + 1, dtype=np.int32)
-    offsets[1:] = np.cumsum([len(c) for c in clips])
-    values = np.concatenate(clips) if clips else np.zeros(0, dtype=np.int16)
-    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, type=pa.int16()))
-
-
-def rows_to_dataset(rows: Sequence[dict], batch_rows: int = 1000) -> Dataset:
-    """Schema rows -> `Dataset` with exactly `FEATURES`, built as Arrow record batches.
-
-    `Dataset.from_dict` converts every audio sample to a Python int (~14 s per 1000 rows, slower than
-    synthesising them); building the list<int16> columns from numpy takes milliseconds. Batches of
-    `batch_rows` keep each batch's int32 list offsets far below their 2**31-sample limit.
-    """
-    schema = FEATURES.arrow_schema  # carries the `datasets` feature metadata, so features round-trip
-    batches = []
-    for start in range(0, max(len(rows), 1), batch_rows):
-        chunk = rows[start : start + batch_rows]
-        arrays = [
-            _audio_column([r[name] for r in chunk]) if name in AUDIO_COLUMNS
-            else pa.array([r[name] for r in chunk], type=schema.field(name).type)
-            for name in FEATURES
-        ]  # fmt: skip
-        batches.append(pa.RecordBatch.from_arrays(arrays, schema=schema))
-    return Dataset(InMemoryTable(pa.Table.from_batches(batches, schema=schema)))
 
 
 def corpus_info(corpus: DatasetDict, seed: int, tasks: Sequence[str]) -> dict:

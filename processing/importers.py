@@ -30,11 +30,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-from datasets import Audio, Dataset, DatasetDict, concatenate_datasets
+from datasets import Audio, Dataset, DatasetDict
+
 from modeling_omnidrca.audio_utils import resample
 
-from .schema import FEATURES, SAMPLING_RATE, SYSTEM_PROMPTS, to_int16
+from .schema import SAMPLING_RATE, SYSTEM_PROMPTS, rows_to_dataset, to_int16
 
 AUDIO_SUFFIXES = (".wav", ".flac")
 TRANSCRIPT_SUFFIXES = (".txt", ".lab")  # a sidecar transcript next to its clip (.lab: the MFA/HTK convention)
@@ -42,7 +42,6 @@ LIBRISPEECH_TRANSCRIPTS = "*.trans.txt"
 # One 25 ms STFT window at 16 kHz: OmniDRCAFeatureExtractor rejects anything shorter, so such a clip would
 # only fail later, in the middle of training.
 MIN_SAMPLES = 400
-_CHUNK_SAMPLES = 2**28  # Arrow list offsets are int32: build the table in chunks well below 2**31 samples
 
 
 class CorpusWarning(UserWarning):
@@ -209,31 +208,6 @@ def asr_row(row_id: str, transcript: str, clip: np.ndarray, voice: str, source: 
         "template": "",
         "source": source,
     }
-
-
-def _int16_lists(clips: list[np.ndarray]) -> pa.ListArray:
-    # One flat buffer + offsets: ~10x faster than letting `datasets` convert arrays one by one.
-    offsets = np.zeros(len(clips) + 1, dtype=np.int32)
-    np.cumsum([len(c) for c in clips], out=offsets[1:])
-    values = np.concatenate(clips) if clips else np.zeros(0, dtype=np.int16)
-    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values.astype(np.int16, copy=False)))
-
-
-def rows_to_dataset(rows: list[dict]) -> Dataset:
-    """Row dicts (audio as int16 arrays) -> a `Dataset` with exactly `schema.FEATURES`."""
-    chunks, start, samples = [], 0, 0
-    for i, row in enumerate(rows):
-        samples += len(row["question_audio"]) + len(row["answer_audio"])
-        if samples > _CHUNK_SAMPLES or i == len(rows) - 1:
-            chunks.append(rows[start : i + 1])
-            start, samples = i + 1, 0
-    parts = []
-    for chunk in chunks or [[]]:
-        columns = {name: [row[name] for row in chunk] for name in FEATURES}
-        for name in ("question_audio", "answer_audio"):
-            columns[name] = _int16_lists(columns[name])
-        parts.append(Dataset.from_dict(columns, features=FEATURES))
-    return parts[0] if len(parts) == 1 else concatenate_datasets(parts)
 
 
 def _skip(skipped: list[tuple[str, str]], name: str, reason: str) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -30,6 +31,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def use_ffmpeg(ffmpeg: str) -> None:
+    """Process-wide settings gradio's audio needs, made here at the entry point and nowhere else.
+
+    Gradio runs `ffmpeg` by name to stream the spoken answer, so `ffmpeg`'s folder goes first on PATH. Once it
+    is there, gradio probes every served audio file with `ffprobe` and treats a file it cannot probe as
+    playable; without an ffprobe (imageio-ffmpeg has none) the probe raises instead, so it is replaced by its
+    own answer: everything this Space serves is 16-bit wav.
+    """
+    from omnidrca_space import ffmpeg_bin_dir
+
+    if shutil.which("ffmpeg") != ffmpeg:
+        os.environ["PATH"] = f"{ffmpeg_bin_dir(ffmpeg)}{os.pathsep}{os.environ.get('PATH', '')}"
+    if shutil.which("ffprobe") is None:
+        from gradio import processing_utils
+
+        processing_utils.audio_is_playable = lambda path: True
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     # Generation is one small matrix-vector step after another: on a 2-vCPU box every step pays the
@@ -39,11 +58,15 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no phoning home from an offline machine
     import torch
-    from omnidrca_space import ModelRegistry, build_demo, ensure_ffmpeg_on_path
+
+    from omnidrca_space import ModelRegistry, build_demo, find_ffmpeg
 
     torch.set_num_threads(args.threads)
-    streaming = ensure_ffmpeg_on_path() is not None
-    if not streaming:
+    ffmpeg = find_ffmpeg()
+    streaming = ffmpeg is not None
+    if streaming:
+        use_ffmpeg(ffmpeg)
+    else:
         print("ffmpeg not found (pip install imageio-ffmpeg): the spoken answer plays when complete, not live.")
     demo = build_demo(args.model, registry=ModelRegistry(args.device), stream_audio=streaming)
     # Requests beyond `concurrency` wait in gradio's queue (each visitor sees their place) instead of

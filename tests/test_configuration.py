@@ -1,9 +1,10 @@
 import dataclasses
 
 import pytest
+from transformers import AutoConfig, PreTrainedConfig
+
 from modeling_omnidrca import OmniDRCAConfig
 from omnidrca_tester import OmniDRCAModelTester
-from transformers import AutoConfig, PreTrainedConfig
 
 
 def test_defaults_describe_the_published_system():

@@ -15,14 +15,6 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from modeling_omnidrca.audio_utils import resample
-from modeling_omnidrca.convert_ct2_whisper import (
-    ct2_to_whisper_state_dict,
-    default_model_dir,
-    main,
-    read_ct2_model,
-    whisper_config_from_ct2,
-)
 from transformers import (
     AutoModel,
     AutoTokenizer,
@@ -33,6 +25,14 @@ from transformers import (
     WhisperTokenizerFast,
 )
 
+from modeling_omnidrca.audio_utils import resample
+from modeling_omnidrca.convert_ct2_whisper import (
+    ct2_to_whisper_state_dict,
+    default_model_dir,
+    main,
+    read_ct2_model,
+    whisper_config_from_ct2,
+)
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -296,6 +296,23 @@ def test_arrow_assembly_matches_from_dict(corpus):
     assert fast.features == FEATURES and fast.to_dict() == slow.to_dict() == corpus["train"].to_dict()
 
 
+def test_arrow_assembly_bounds_the_samples_per_batch(corpus, monkeypatch):
+    # Real corpora have long clips: a batch also ends before its audio would pass the (int32-offset) sample bound.
+    import processing.schema as S
+
+    rows_ = [dict(r) for r in corpus["train"]]
+    for r in rows_:
+        r["question_audio"], r["answer_audio"] = (np.asarray(r[c], dtype=np.int16) for c in C.AUDIO_COLUMNS)
+    longest = max(sum(len(r[c]) for c in C.AUDIO_COLUMNS) for r in rows_)
+    monkeypatch.setattr(S, "_BATCH_SAMPLES", longest)
+    built = C.rows_to_dataset(rows_)
+    table = built.data.table
+    batches = range(table.column("id").num_chunks)
+    per_batch = [sum(len(table.column(c).chunk(i).values) for c in C.AUDIO_COLUMNS) for i in batches]
+    assert len(per_batch) > 1 and max(per_batch) <= longest
+    assert built.to_dict() == corpus["train"].to_dict()
+
+
 def test_a_new_fact_list_replaces_the_demo_facts(tmp_path):
     facts = tmp_path / "new_facts.tsv"
     facts.write_text("relation\tsubject\tanswer\ncapital_of\tlatvia\triga\ncapital_of\tnepal\tkathmandu\n")

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from transformers import WhisperFeatureExtractor
+
 from modeling_omnidrca.audio_utils import resample
 from modeling_omnidrca.feature_extraction_omnidrca import OmniDRCAFeatureExtractor
 from remote_code import run_without_package
-from transformers import WhisperFeatureExtractor
 
 SR = 16000
 HOP = 160

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 from datasets import Audio, Dataset, DatasetDict, load_from_disk
+
 from modeling_omnidrca import OmniDRCAFeatureExtractor
 from processing import import_corpus
 from processing.importers import (

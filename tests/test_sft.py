@@ -88,6 +88,10 @@ def test_sft_steps_train_text_head_srh_and_speech_encoder(setup, tmp_path):
     logged = [entry for entry in trainer.state.log_history if "loss" in entry]
     assert logged and all(name in logged[0] for name in LOSS_COMPONENTS if name != "stop_loss")  # stop: diffusion head
     assert "stop_loss" not in logged[0]
+    tokens = [entry["num_tokens"] for entry in logged]
+    assert tokens[0] > 0 and tokens == sorted(tokens) and len(set(tokens)) == len(tokens)  # a running total
+    metrics = trainer.evaluate(data)  # eval goes through compute_loss too: its components carry `eval_`
+    assert all(f"eval_{name}" in metrics for name in ("text_loss", "speech_loss", "contrastive_loss"))
 
 
 def test_logged_loss_is_the_models_full_loss(setup, tmp_path):

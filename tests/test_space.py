@@ -17,7 +17,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "space"))
 
 from omnidrca_space import (
-    SYSTEM_PROMPTS,
     InputProblem,
     ModelRegistry,
     build_conversation,
@@ -59,10 +58,9 @@ def run(respond, model=str(DEMO), audio=str(QUESTION), typed="", task="Answer my
     return list(respond(model, audio, typed, task, mode, False, *SETTINGS.values(), history or [], turns or []))
 
 
-def test_system_prompts_are_the_ones_the_demo_was_trained_with():
-    from processing.schema import SYSTEM_PROMPTS as TRAINED
+def test_conversation_starts_with_the_tasks_trained_system_prompt():
+    from modeling_omnidrca.processing_omnidrca import SYSTEM_PROMPTS as TRAINED
 
-    assert {task: TRAINED[task] for task in SYSTEM_PROMPTS} == SYSTEM_PROMPTS
     conversation = build_conversation("asr", {"role": "user", "content": "x"})
     assert conversation[0] == {"role": "system", "content": TRAINED["asr"]}
     with pytest.raises(ValueError, match="task must be one of"):

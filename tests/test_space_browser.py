@@ -140,9 +140,10 @@ def test_model_given_as_a_relative_path_selects_the_bundled_entry(page):
 
 def test_a_failed_answer_names_the_error_and_leaves_no_player_playing(page, monkeypatch):
     # A model that raises needs the server in this process: the page of `running_app` has a working one.
-    from omnidrca_space import ModelRegistry, build_demo, ensure_ffmpeg_on_path
-    from omnidrca_space.testing import free_port
     from playwright.sync_api import expect
+
+    from omnidrca_space import ModelRegistry, build_demo, ffmpeg_bin_dir, find_ffmpeg
+    from omnidrca_space.testing import free_port
 
     registry = ModelRegistry("cpu")
 
@@ -151,7 +152,11 @@ def test_a_failed_answer_names_the_error_and_leaves_no_player_playing(page, monk
         yield  # a generator, like the real one
 
     monkeypatch.setattr(registry.get(str(DEMO)).model, "generate_stream", failing_stream)
-    ensure_ffmpeg_on_path()
+    ffmpeg = find_ffmpeg()
+    if ffmpeg:  # what app.py's `use_ffmpeg` sets for its whole process, here for this test only
+        monkeypatch.setenv("PATH", f"{ffmpeg_bin_dir(ffmpeg)}{os.pathsep}{os.environ.get('PATH', '')}")
+        if shutil.which("ffprobe") is None:
+            monkeypatch.setattr("gradio.processing_utils.audio_is_playable", lambda path: True)
     demo = build_demo(str(DEMO), registry=registry).queue()
     port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)

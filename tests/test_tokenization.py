@@ -1,4 +1,7 @@
 import pytest
+from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
 from modeling_omnidrca.tokenization import (
     CHAT_TOKENS,
     STREAM_SPECIAL_TOKENS,
@@ -6,8 +9,6 @@ from modeling_omnidrca.tokenization import (
     stream_token_ids,
     train_text_tokenizer,
 )
-from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 CORPUS = ["what is seven plus twelve", "seven plus twelve is nineteen", "the capital of france is paris"] * 20
 

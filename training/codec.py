@@ -20,7 +20,7 @@ from modeling_omnidrca.codec_omnidrca import _stft
 from modeling_omnidrca.audio_utils import mel_filters
 from processing.schema import to_float
 
-from .sft import LossOnlyPredictionMixin
+from .trainer_utils import LossOnlyPredictionMixin
 
 CODEC_LOSS_COMPONENTS = ("mel_loss", "stft_loss")
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,47 +31,12 @@ import torch
 from tqdm.auto import tqdm
 
 from modeling_omnidrca.convert_ct2_whisper import default_model_dir
-from processing.corpus import number_to_words
 from processing.schema import SAMPLING_RATE, SYSTEM_PROMPTS, to_float
 
-TARGETS = {"s2t_accuracy": (">=", 0.90), "s2s_accuracy": (">=", 0.80), "generated_speech_asr_wer": ("<=", 0.15),
-           "transcription_wer": ("<=", 0.10)}  # fmt: skip
+# Re-exported: the harness's scoring is part of its interface (`training.evaluate.is_correct`).
+from .scoring import TARGETS, answer_key, is_correct, markdown_table, normalize, word_errors  # noqa: F401
+
 QA_TASKS = ("s2t", "s2s")
-
-
-# ----------------------------------------------------------------------------------------- text scoring
-
-
-def normalize(text: str) -> str:
-    """Lower case, digits spelled out as the corpus spells them, punctuation and hyphens to spaces."""
-    text = text.lower().replace("-", " ")
-    text = re.sub(r"\d+", lambda m: number_to_words(int(m.group())) if int(m.group()) <= 999 else m.group(), text)
-    return " ".join(re.sub(r"[^a-z0-9' ]+", " ", text).split())
-
-
-def word_errors(reference: str, hypothesis: str) -> tuple[int, int]:
-    """(word edit distance, reference length) after `normalize`."""
-    ref, hyp = normalize(reference).split(), normalize(hypothesis).split()
-    row = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        prev, row[0] = row[0], i
-        for j, h in enumerate(hyp, 1):
-            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (r != h))
-    return row[-1], len(ref)
-
-
-def answer_key(text: str) -> str | None:
-    """The answer words of a demo-domain statement: what follows the last " is " or " says "."""
-    words = normalize(text).split()
-    for i in range(len(words) - 1, -1, -1):
-        if words[i] in ("is", "says"):
-            return " ".join(words[i + 1 :]) or None
-    return None
-
-
-def is_correct(expected_answer: str, output: str) -> bool:
-    key = answer_key(expected_answer)
-    return key is not None and answer_key(output) == key
 
 
 # ----------------------------------------------------------------------------------------- the judge
@@ -204,24 +168,6 @@ def evaluate(model, processor, dataset, judge: WhisperJudge, per_task: int | Non
 def question_kind(row: dict) -> str:
     """"arithmetic", "capital_of", ... from the row's template id; "other" for imported rows without one."""
     return row.get("template", "").split("/")[0] or "other"
-
-
-def markdown_table(results: dict) -> str:
-    lines = ["| metric | value | examples | target |", "|---|---:|---:|---|"]
-    for name, value in results["metrics"].items():
-        percent = f"{100 * value:.1f} %"
-        target = ""
-        if name in TARGETS:
-            op, bound = TARGETS[name]
-            met = value >= bound if op == ">=" else value <= bound
-            target = f"{op} {100 * bound:.0f} % ({'met' if met else 'missed'})"
-        lines.append(f"| {name} | {percent} | {results['counts'][name]} | {target} |")
-    if results.get("by_kind"):
-        lines += ["", "| question kind | S2T correct | S2S correct (judged on speech) |", "|---|---:|---:|"]
-        for kind, scores in results["by_kind"].items():
-            cells = [f"{ok}/{n} ({100 * ok / max(n, 1):.0f} %)" for ok, n in (scores["s2t_accuracy"], scores["s2s_accuracy"])]
-            lines.append(f"| {kind} | {cells[0]} | {cells[1]} |")
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> dict:

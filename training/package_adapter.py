@@ -18,8 +18,8 @@ from pathlib import Path
 
 from processing.corpus import HELD_OUT_VOICES
 
-from .evaluate import markdown_table
-from .package_demo import write_examples
+from .examples import write_examples
+from .scoring import markdown_table
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 EXAMPLES = {  # held-out voices and phrasings of the two new relations
@@ -99,7 +99,7 @@ def phrasing_table(results: dict, kinds: tuple[str, ...] = ("double_of", "square
     how far each is from the trained ones decides most of the score."""
     from processing.corpus import ALL_TEMPLATES
 
-    from .evaluate import is_correct
+    from .scoring import is_correct
 
     scores: dict[str, list[int]] = {}
     for e in results["examples"]:

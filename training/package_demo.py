@@ -15,13 +15,13 @@ import argparse
 import json
 from pathlib import Path
 
-import soundfile as sf
 import torch
 
 from modeling_omnidrca import OmniDRCAForConditionalGeneration, OmniDRCAProcessor
-from processing.corpus import HELD_OUT_VOICES, synthesize
+from processing.corpus import HELD_OUT_VOICES
 
-from .evaluate import markdown_table
+from .examples import write_examples
+from .scoring import markdown_table
 
 MAX_MB = 60
 HEADS = {  # speech_head_type -> how the card describes it, and the script that rebuilds the checkpoint
@@ -95,16 +95,6 @@ Synthetic voices only: it has never heard a human, noise or a real microphone (t
 helps, but expect errors). Closed domain; arithmetic outside the trained operand ranges fails. The speech
 is the espeak voice through a 250 bit/s codec. English only.
 """
-
-
-def write_examples(folder: Path, examples: dict[str, tuple[str, str, int, int]]) -> None:
-    """Synthesise each question wav (16 kHz PCM) and a questions.json saying what each one asks, in which voice."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for stem, (question, voice, rate, pitch) in examples.items():
-        sf.write(folder / f"{stem}.wav", synthesize(question, voice, rate, pitch), 16000, subtype="PCM_16")
-    (folder / "questions.json").write_text(json.dumps(
-        {f"{stem}.wav": {"question": q, "voice": v, "rate": r, "pitch": p} for stem, (q, v, r, p) in examples.items()},
-        indent=2) + "\n")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -12,6 +12,7 @@ processor's `build_training_batch`.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,6 +23,7 @@ from processing.cache import add_answer_codes, encode_answer_audio
 from processing.schema import SAMPLING_RATE, SPEECH_ANSWER_TASKS, TASKS, to_float
 
 from .curves import available_loggers
+from .trainer_utils import LossOnlyPredictionMixin
 
 LOSS_COMPONENTS = ("text_loss", "speech_loss", "contrastive_loss", "stop_loss")
 
@@ -63,18 +65,14 @@ class OmniDRCACollator:
         return dict(self.processor.build_training_batch([row_to_example(r) for r in rows]))
 
 
-class LossOnlyPredictionMixin:
-    """Evaluation through `compute_loss` (so eval logs the loss components too); no logits are gathered."""
-
-    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
-        inputs = self._prepare_inputs(inputs)
-        with torch.no_grad(), self.compute_loss_context_manager():
-            loss = self.compute_loss(model, inputs)
-        return loss.detach(), None, None
-
-
 class OmniDRCASFTTrainer(LossOnlyPredictionMixin, SFTTrainer):
     """`SFTTrainer` that optimises and logs OmniDRCA's full multi-part loss."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Our own per-mode accumulators, averaged into the next `log` call: TRL's `_metrics` is private.
+        self._components: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
+        self._num_train_tokens = 0
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         mode = "train" if self.model.training else "eval"
@@ -83,13 +81,19 @@ class OmniDRCASFTTrainer(LossOnlyPredictionMixin, SFTTrainer):
             value = getattr(outputs, name)
             if value is not None:
                 value = self.accelerator.gather_for_metrics(value.detach()).float().mean().item()
-                self._metrics[mode][name].append(value)
+                self._components[mode][name].append(value)
         if mode == "train" and "attention_mask" in inputs:
             tokens = self.accelerator.gather_for_metrics(inputs["attention_mask"].sum()).sum().item()
-            self._total_train_tokens += tokens
-            self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
+            self._num_train_tokens += tokens
+            self._components[mode]["num_tokens"] = [self._num_train_tokens]
         return (outputs.loss, outputs) if return_outputs else outputs.loss
 
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        mode = "train" if self.model.training else "eval"
+        prefix = "eval_" if mode == "eval" else ""  # eval logs carry `eval_` keys
+        logs.update({prefix + name: sum(values) / len(values) for name, values in self._components[mode].items()})
+        self._components[mode].clear()
+        super().log(logs, start_time)
 
 
 def sft_defaults() -> dict[str, Any]:
@@ -224,7 +228,6 @@ def build_trainer(model, processor, train_dataset, args: SFTConfig, eval_dataset
 
 __all__ = [
     "LOSS_COMPONENTS",
-    "LossOnlyPredictionMixin",
     "add_answer_latents",
     "speech_latent_stats",
     "OmniDRCACollator",

@@ -31,7 +31,6 @@ from .checkpoints import resolve_resume
 from .curves import TrainingCurvesCallback
 from .sft import build_trainer, freeze_modules, prepare_dataset, sft_defaults
 
-
 # The backbone's attention and MLP projections; not the SRH's or the Whisper encoder's (same layer names).
 BACKBONE_LINEAR_REGEX = r"model\.language_model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
 

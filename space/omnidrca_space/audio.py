@@ -26,48 +26,41 @@ class InputProblem(ValueError):
     """Something about the visitor's input that they can fix; the message is shown in the page."""
 
 
-def ensure_ffmpeg_on_path() -> str | None:
-    """Path of an `ffmpeg` executable, putting imageio-ffmpeg's static build on PATH when none is installed.
+def find_ffmpeg() -> str | None:
+    """Path of an `ffmpeg` executable: the machine's own, else imageio-ffmpeg's static build, else None.
 
-    Gradio streams audio to the browser through ffmpeg (AAC), and browsers record compressed formats
-    that libsndfile cannot read; the pip wheel keeps the Space installable without apt.
+    Browsers record compressed formats that libsndfile cannot read, and gradio streams audio to the browser
+    through ffmpeg (AAC); the pip wheel keeps the Space installable without apt.
     """
     found = shutil.which("ffmpeg")
     if found:
-        _without_ffprobe()
         return found
     try:
         import imageio_ffmpeg
     except ImportError:
         return None
-    exe = imageio_ffmpeg.get_ffmpeg_exe()
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def ffmpeg_bin_dir(ffmpeg: str) -> str:
+    """A folder holding `ffmpeg` under that very name, for programs that run it from PATH (gradio does):
+    its own folder, or a temporary one with a link (imageio-ffmpeg's binary has a versioned name)."""
+    if Path(ffmpeg).name == "ffmpeg":
+        return str(Path(ffmpeg).parent)
     shim = Path(tempfile.gettempdir()) / "omnidrca-space-bin"
     shim.mkdir(exist_ok=True)
     link = shim / "ffmpeg"
     if not link.exists():
         try:
-            link.symlink_to(exe)
+            link.symlink_to(ffmpeg)
         except FileExistsError:  # another process made it first
             pass
-    os.environ["PATH"] = f"{shim}{os.pathsep}{os.environ.get('PATH', '')}"
-    _without_ffprobe()
-    return shutil.which("ffmpeg")
-
-
-def _without_ffprobe() -> None:
-    """Gradio probes served audio with ffprobe once ffmpeg is on PATH, and treats a file it cannot probe as
-    playable; the wheel has no ffprobe, and a missing one raises instead. Same answer, without the crash:
-    everything this Space serves is 16-bit wav."""
-    if shutil.which("ffprobe"):
-        return
-    from gradio import processing_utils
-
-    processing_utils.audio_is_playable = lambda path: True
+    return str(shim)
 
 
 def _decode_with_ffmpeg(path: str) -> np.ndarray | None:
     """Any container ffmpeg knows (webm/ogg/mp3/m4a from browsers) -> float32 mono 16 kHz, or None."""
-    ffmpeg = shutil.which("ffmpeg")
+    ffmpeg = find_ffmpeg()
     if ffmpeg is None:
         return None
     cmd = [ffmpeg, "-v", "error", "-nostdin", "-i", path, "-f", "f32le", "-ac", "1", "-ar", str(SAMPLING_RATE), "-"]
@@ -114,4 +107,5 @@ def wav_bytes(wave: np.ndarray, rate: int) -> bytes:
     return buffer.getvalue()
 
 
-__all__ = ["MAX_SECONDS", "SAMPLING_RATE", "InputProblem", "ensure_ffmpeg_on_path", "load_question", "wav_bytes"]
+__all__ = ["MAX_SECONDS", "SAMPLING_RATE", "InputProblem", "ffmpeg_bin_dir", "find_ffmpeg", "load_question",
+           "wav_bytes"]

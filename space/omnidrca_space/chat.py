@@ -1,7 +1,8 @@
 """From the page's inputs to the model's conversation, and the streamed answer back.
 
-The demo model learned each task under its own system prompt (processing/schema.py), so the page's task
-choice picks the prompt; typed text without audio is read aloud, the only typed task it was trained on.
+The demo model learned each task under its own system prompt (`modeling_omnidrca.processing_omnidrca.
+SYSTEM_PROMPTS`), so the page's task choice picks the prompt; typed text without audio is read aloud, the only
+typed task it was trained on.
 """
 
 from __future__ import annotations
@@ -12,15 +13,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from modeling_omnidrca.processing_omnidrca import SYSTEM_PROMPTS
+
 from .models import LoadedModel
 
-# Must match processing.schema.SYSTEM_PROMPTS (a test checks it); copied so the Space does not need `datasets`.
-SYSTEM_PROMPTS = {
-    "asr": "Transcribe the user's speech.",
-    "s2s": "You are a helpful voice assistant. Answer briefly.",
-    "t2s": "Read the user's text aloud.",
-    "repeat": "Repeat what the user says.",
-}
 TASKS = {  # the page's wording -> training task
     "Answer my question": "s2s",
     "Transcribe what I say": "asr",
@@ -86,4 +82,4 @@ def stream_answer(
                                      **sampling.generate_kwargs())
 
 
-__all__ = ["MODES", "SYSTEM_PROMPTS", "TASKS", "Sampling", "build_conversation", "stream_answer", "user_turn"]
+__all__ = ["MODES", "TASKS", "Sampling", "build_conversation", "stream_answer", "user_turn"]
