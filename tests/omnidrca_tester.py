@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
+
 from modeling_omnidrca import OmniDRCAConfig, build_assistant_streams
 from modeling_omnidrca.streams import IGNORE_INDEX
 

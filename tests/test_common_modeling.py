@@ -13,11 +13,11 @@ from __future__ import annotations
 import unittest
 
 import torch
-from omnidrca_tester import OmniDRCAModelTester, mel_frames_to_groups
-from transformers_common import import_common
 
 from modeling_omnidrca import OmniDRCAForConditionalGeneration
 from modeling_omnidrca.streams import IGNORE_INDEX
+from omnidrca_tester import OmniDRCAModelTester, mel_frames_to_groups
+from transformers_common import import_common
 
 common = import_common("test_modeling_common")
 generation_common = import_common("generation.test_utils")

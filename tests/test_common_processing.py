@@ -20,11 +20,12 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+from parameterized import parameterized
+
 from modeling_omnidrca import OmniDRCAConfig
 from modeling_omnidrca.feature_extraction_omnidrca import OmniDRCAFeatureExtractor
 from modeling_omnidrca.processing_omnidrca import OmniDRCAProcessor
 from omnidrca_tester import OmniDRCAModelTester
-from parameterized import parameterized
 from transformers_common import import_common
 
 ConfigTester = import_common("test_configuration_common").ConfigTester

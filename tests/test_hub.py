@@ -6,11 +6,12 @@ import textwrap
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
+from transformers import AutoConfig, AutoModel, AutoModelForMultimodalLM
+
 from modeling_omnidrca import OmniDRCAForConditionalGeneration
 from omnidrca_tester import OmniDRCAModelTester
 from remote_code import run_without_package
-from safetensors.torch import load_file, save_file
-from transformers import AutoConfig, AutoModel, AutoModelForMultimodalLM
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO / "tests" / "fixtures" / "tiny-random-omnidrca"

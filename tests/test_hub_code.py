@@ -4,6 +4,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+
 from modeling_omnidrca import hub_code
 
 REPO = Path(__file__).resolve().parents[1]
