@@ -116,7 +116,10 @@ def run_omnidrca(size: str, k: int, seconds: float, runs: int, chunk_steps: int)
     hook = model.model.language_model.register_forward_hook(lambda *a: calls.append(1))
     model.model.forward = timed("backbone", model.model.forward)
     model.lm_head.forward = timed("head", model.lm_head.forward)
-    model._srh_generate = timed("srh", model._srh_generate)
+    # The SRH's group decoding: a method of the head unit (speech_head_srh.py), formerly `model._srh_generate`.
+    srh_owner, srh_name = (model.speech_head, "generate_group") if hasattr(model.speech_head, "generate_group") \
+        else (model, "_srh_generate")
+    setattr(srh_owner, srh_name, timed("srh", getattr(srh_owner, srh_name)))
     with torch.inference_mode():
         model.generate(**inputs, **kw)  # warm-up
         calls.clear()
@@ -125,7 +128,8 @@ def run_omnidrca(size: str, k: int, seconds: float, runs: int, chunk_steps: int)
         out = model.generate(**inputs, **kw)
         instrumented = time.perf_counter() - start
     hook.remove()
-    del model.model.forward, model.lm_head.forward, model._srh_generate
+    del model.model.forward, model.lm_head.forward
+    delattr(srh_owner, srh_name)
     assert out.speech_ids.shape[1] >= codes, out.speech_ids.shape
     with torch.inference_mode():
         prefill_s = median_s(lambda: model.model(**inputs, use_cache=True), runs)
@@ -157,7 +161,7 @@ def run_omnidrca(size: str, k: int, seconds: float, runs: int, chunk_steps: int)
         b = median_s(backbone_step, runs=max(20, steps // 2), warmup=3)
         history = torch.zeros(1, 0, dtype=torch.long)
         previous = torch.tensor([cfg.speech_bos_token_id])
-        srh = lambda: model._srh_generate(hidden, previous, history, [cfg.speech_bos_token_id],  # noqa: E731
+        srh = lambda: getattr(srh_owner, srh_name)(hidden, previous, history, [cfg.speech_bos_token_id],  # noqa: E731
                                           LogitsProcessorList(never_end["speech_logits_processor"]), False, None)
         s_group = median_s(srh, runs=30, warmup=3)
 

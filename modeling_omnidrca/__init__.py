@@ -12,7 +12,9 @@ from .codec_omnidrca import OmniDRCASpeechCodec, OmniDRCASpeechCodecConfig
 from .compose import compose_from_backbones, replace_speech_head
 from .configuration_omnidrca import OmniDRCAConfig, OmniDRCADiffusionHeadConfig
 from .feature_extraction_omnidrca import OmniDRCAFeatureExtractor
-from .generation_omnidrca import IncrementalSpeechDecoder, OmniDRCAGenerateOutput, OmniDRCAStreamer, StreamPiece
+from .generation_outputs import OmniDRCAGenerateOutput
+from .generation_session import GenerationSession
+from .generation_settings import GenerationSettings, PromptBatch
 from .modeling_omnidrca import (
     OmniDRCAForConditionalGeneration,
     OmniDRCAModel,
@@ -20,7 +22,9 @@ from .modeling_omnidrca import (
     OmniDRCAPreTrainedModel,
 )
 from .processing_omnidrca import OmniDRCAProcessor
-from .streams import AssistantStreams, build_assistant_streams
+from .speech_heads import register_speech_head
+from .streaming_omnidrca import IncrementalSpeechDecoder, OmniDRCAStreamer, StreamPiece
+from .streams import AssistantStreams, StreamLayout, build_assistant_streams
 from .tokenization import add_stream_special_tokens, train_text_tokenizer
 
 __version__ = "0.1.0"
@@ -41,6 +45,11 @@ OmniDRCAProcessor.register_for_auto_class("AutoProcessor")
 
 __all__ = [
     "AssistantStreams",
+    "GenerationSession",
+    "GenerationSettings",
+    "PromptBatch",
+    "StreamLayout",
+    "register_speech_head",
     "OmniDRCAConfig",
     "OmniDRCADiffusionHeadConfig",
     "IncrementalSpeechDecoder",

@@ -130,7 +130,7 @@ def explain_model(model, processor, inputs: dict, conversation: list[dict], seco
 
     example = {"messages": conversation, "answer_text": "seven plus twelve is nineteen",
                "answer_codes": list(range(13)), "transcripts": ["what is seven plus twelve"]}
-    if config.speech_head_type == "diffusion":  # its speech stream carries the codes' continuous latents
+    if model.speech_head.continuous:  # its speech stream carries the codes' continuous latents
         example["answer_latents"] = model.speech_codec.codes_to_latents(torch.tensor([list(range(13))]))[0]
     batch = processor.build_training_batch([example])
     start = int(batch["labels"][0].ne(-100).nonzero()[0]) - 1  # the <|abos|> step

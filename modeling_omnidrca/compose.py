@@ -14,10 +14,19 @@ codec are copied in; the new parts (groupers, speech embeddings, SRH projections
 from __future__ import annotations
 
 import torch
-from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+from transformers import MODEL_MAPPING, AutoConfig, AutoModel, AutoModelForCausalLM
 
 from .codec_omnidrca import OmniDRCASpeechCodec
 from .configuration_omnidrca import OmniDRCAConfig
+
+
+class OmniDRCABackbonesMixin:
+    """`from_backbones` for the model class (modeling imports this module, never the other way round)."""
+
+    @classmethod
+    def from_backbones(cls, text_model: str, audio_model: str, srh_model: str | None = None, **kwargs):
+        """Build OmniDRCA around pretrained backbones; see `modeling_omnidrca.compose.compose_from_backbones`."""
+        return compose_from_backbones(text_model, audio_model, srh_model=srh_model, model_class=cls, **kwargs)
 
 
 def compose_from_backbones(
@@ -50,8 +59,8 @@ def compose_from_backbones(
 
     Peak memory is about twice the model's size: each backbone is loaded, copied in, then freed.
     """
-    if model_class is None:
-        from .modeling_omnidrca import OmniDRCAForConditionalGeneration as model_class
+    if model_class is None:  # the class the package registered for its config (this module never imports it)
+        model_class = MODEL_MAPPING[OmniDRCAConfig]
     load_kwargs = {} if dtype is None else {"dtype": dtype}
 
     text_lm = AutoModelForCausalLM.from_pretrained(text_model, **load_kwargs)
@@ -139,4 +148,4 @@ def replace_speech_head(model, speech_head_type: str, diffusion_config: dict | N
     return new
 
 
-__all__ = ["compose_from_backbones", "replace_speech_head"]
+__all__ = ["OmniDRCABackbonesMixin", "compose_from_backbones", "replace_speech_head"]

@@ -11,12 +11,10 @@ from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
-from .codec_omnidrca import OmniDRCASpeechCodecConfig
-from .streams import speech_special_ids
+from .configuration_codec_omnidrca import OmniDRCASpeechCodecConfig
+from .speech_heads import known_speech_head_types
+from .streams import StreamLayout, speech_special_ids
 
-SPEECH_HEAD_TYPES = ("srh", "diffusion")
-# Head types whose modules exist in this version of the package.
-IMPLEMENTED_SPEECH_HEAD_TYPES = ("srh", "diffusion")
 ODE_SOLVERS = ("euler", "heun")
 TIME_SAMPLINGS = ("uniform", "logit_normal")
 
@@ -298,10 +296,11 @@ class OmniDRCAConfig(PreTrainedConfig):
             raise ValueError(f"`speech_delay` must be an int >= 0 (in groups), got {self.speech_delay!r}.")
         if self.speech_vocab_size < 2:
             raise ValueError(f"`speech_vocab_size` must be >= 2 codec codes, got {self.speech_vocab_size}.")
-        if self.speech_head_type not in SPEECH_HEAD_TYPES:
+        if self.speech_head_type not in known_speech_head_types():
             raise ValueError(
-                f"Unknown `speech_head_type` {self.speech_head_type!r}: expected one of {SPEECH_HEAD_TYPES}. Use "
-                "'srh' for discrete codec codes (Speech Refined Head) or 'diffusion' for continuous latents."
+                f"Unknown `speech_head_type` {self.speech_head_type!r}: expected one of {known_speech_head_types()}. "
+                "Use 'srh' for discrete codec codes (Speech Refined Head) or 'diffusion' for continuous latents "
+                "(or register your own head with `register_speech_head`)."
             )
         specials = {
             "speech_bos_token_id": self.speech_bos_token_id,
@@ -336,9 +335,9 @@ class OmniDRCAConfig(PreTrainedConfig):
         return max(self.speech_vocab_size, self.speech_bos_token_id, self.speech_eos_token_id, self.speech_pad_token_id) + 1
 
     @property
-    def max_audio_seconds(self) -> float:
-        """Longest user clip the encoder's position table covers (30 s for Whisper)."""
-        return self.audio_config.max_source_positions / 50.0
+    def stream_layout(self) -> StreamLayout:
+        """The parallel-stream layout (k, delay, forced and padding ids) as one typed, frozen object."""
+        return StreamLayout.from_fields(self)
 
 
 __all__ = ["OmniDRCAConfig", "OmniDRCADiffusionHeadConfig"]

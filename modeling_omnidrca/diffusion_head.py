@@ -33,6 +33,10 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers import initialization as init
+
+from .speech_heads import SpeechGroup, SpeechHeadLoss, register_speech_head
+from .streams import IGNORE_INDEX
 
 
 def timestep_features(t: torch.Tensor, dim: int) -> torch.Tensor:
@@ -51,6 +55,11 @@ def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch
 class OmniDRCAZeroInitLinear(nn.Linear):
     """A linear layer that the model's `_init_weights` sets to zero (adaLN-Zero modulations, the velocity
     output, the per-frame conditioning): also when it is missing from a loaded checkpoint."""
+
+    def _init_own_weights(self, std: float) -> None:
+        # adaLN-Zero (DiT): every block starts as the identity, the head at zero velocity.
+        init.zeros_(self.weight)
+        init.zeros_(self.bias)
 
 
 class OmniDRCAContinuousSpeechEmbedding(nn.Module):
@@ -74,6 +83,10 @@ class OmniDRCAContinuousSpeechEmbedding(nn.Module):
         self.register_buffer("latent_mean", torch.zeros(self.latent_dim))
         self.register_buffer("latent_std", torch.ones(self.latent_dim))
 
+    def _init_own_weights(self, std: float) -> None:
+        init.zeros_(self.latent_mean)
+        init.ones_(self.latent_std)
+
     def normalize(self, latents: torch.Tensor) -> torch.Tensor:
         """(..., d) codec latents -> (..., d) zero-mean unit-std latents (what the DiT models)."""
         return (latents - self.latent_mean.to(latents.dtype)) / self.latent_std.to(latents.dtype)
@@ -86,7 +99,7 @@ class OmniDRCAContinuousSpeechEmbedding(nn.Module):
         """(..., k) ids -> (..., k) True where the stream holds a latent frame (a codec-code position)."""
         return (speech_ids >= 0) & (speech_ids < self.speech_vocab_size)
 
-    def forward(self, speech_ids: torch.LongTensor, speech_latents: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, speech_ids: torch.LongTensor, speech_latents: torch.Tensor | None = None) -> torch.Tensor:
         """(B, L, k) ids and (B, L, k, d) codec latents (ignored where the ids are not frames) -> (B, L, D)."""
         bos, eos = self.special_ids
         is_frame = self.frame_mask(speech_ids)  # (B, L, k)
@@ -140,6 +153,7 @@ class OmniDRCADiTBlock(nn.Module):
         return x
 
 
+@register_speech_head("diffusion")
 class OmniDRCADiffusionHead(nn.Module):
     """The "part" model: backbone state -> the k continuous latent frames of the next group, by flow matching.
 
@@ -148,10 +162,14 @@ class OmniDRCADiffusionHead(nn.Module):
     `OmniDRCAContinuousSpeechEmbedding.normalize`).
     """
 
+    embedding_class = OmniDRCAContinuousSpeechEmbedding
+    continuous = True  # the speech stream carries the frames' codec latents next to their codes
+
     def __init__(self, config):
         super().__init__()
         dc = config.diffusion_config
         self.config = dc
+        self.eos_id = config.speech_eos_token_id
         self.group_size = k = config.group_size
         self.latent_dim = d = config.codec_config.latent_dim
         hidden, width = dc.hidden_size, config.text_config.hidden_size
@@ -205,6 +223,11 @@ class OmniDRCADiffusionHead(nn.Module):
         shift, scale = self.final_modulation(F.silu(c)).chunk(2, dim=-1)
         x = modulate(self.final_norm(x[:, self.group_size :]), shift, scale)  # (n, k, H) the noisy frames only
         return self.out(x)  # (n, k, d)
+
+    def _init_own_weights(self, std: float) -> None:
+        init.normal_(self.positions, mean=0.0, std=std)
+        init.zeros_(self.null_condition)
+        init.zeros_(self.previous_absent)
 
     def conditions(
         self, hidden_states: torch.Tensor, drop: torch.BoolTensor | None = None
@@ -298,7 +321,109 @@ class OmniDRCADiffusionHead(nn.Module):
         return x
 
 
+    def loss(self, hidden: torch.Tensor, speech_ids: torch.LongTensor, speech_labels: torch.LongTensor,
+             speech_latents: torch.Tensor | None = None, embed: nn.Module | None = None) -> SpeechHeadLoss:
+        """Flow-matching MSE on the frames of group t+1 from the state of row t (and the latents of group t),
+        and the stop head's CE on how many frames of group t+1 are speech. `embed` is the model's
+        `OmniDRCAContinuousSpeechEmbedding` (it owns the latents' normalisation)."""
+        k = self.group_size
+        targets = speech_labels[:, 1:].to(hidden.device)  # (B, L-1, k)
+        selected = (targets != IGNORE_INDEX).any(-1)  # (B, L-1)
+        if not bool(selected.any()):
+            zero = hidden.sum() * 0.0
+            return SpeechHeadLoss(zero, stop_loss=zero, stop_weight=self.config.stop_loss_weight)
+        if speech_latents is None:
+            raise ValueError(
+                "The diffusion head learns continuous latents: pass `speech_latents` (batch, seq_len, group_size, "
+                "latent_dim) with `speech_labels` (`processor.build_training_batch` adds them when the examples "
+                "carry `answer_latents`)."
+            )
+        target_ids = targets[selected]  # (P, k)
+        target_mask = embed.frame_mask(target_ids)  # (P, k) speech frames to learn
+        has_eos = (target_ids == self.eos_id).any(-1)
+        stop_target = torch.where(has_eos, target_mask.sum(-1), torch.full_like(has_eos, k, dtype=torch.long))  # (P,)
+        h = hidden[:, :-1][selected]  # (P, D)
+        stop_loss = F.cross_entropy(self.stop_head(h).float(), stop_target)
+        latents = embed.normalize(speech_latents.to(hidden.device).float())  # (B, L, k, d)
+        previous_ids = speech_ids[:, :-1].to(hidden.device)[selected]  # (P, k)
+        previous_mask = embed.frame_mask(previous_ids)
+        previous = latents[:, :-1][selected] * previous_mask[..., None]  # (P, k, d)
+        target = latents[:, 1:][selected] * target_mask[..., None]
+        speech_loss = self.flow_matching_loss(h, target, target_mask, previous, previous_mask)
+        return SpeechHeadLoss(speech_loss, stop_loss=stop_loss, stop_weight=self.config.stop_loss_weight)
+
+    def start_generation(self, model, settings, device: torch.device) -> DiffusionGeneration:
+        return DiffusionGeneration(model, settings, device)
+
+
+class DiffusionGeneration:
+    """The diffusion head's per-generation state: the ODE settings and the noise the flow starts from.
+
+    A group: the stop head on h says how many of the k frames are speech (k = all; n < k = n frames, then
+    `[eos]`), the DiT integrates the flow from noise to the k normalised latents, conditioned on h and the
+    previous group's latents; their FSQ codes fill the ids so every id-based consumer keeps working.
+    """
+
+    def __init__(self, model, settings, device: torch.device):
+        cfg = model.config
+        self.model, self.head, self.embed = model, model.speech_head, model.model.speech_embed
+        self.settings, self.device, self.flow = settings, device, settings.flow
+        self.k, self.pad, self.eos = cfg.group_size, cfg.speech_pad_token_id, cfg.speech_eos_token_id
+        self.latent_dim = cfg.codec_config.latent_dim
+        self.snap_to_codebook = bool(cfg.diffusion_config.snap_to_codebook)
+        # The flow starts from noise: a fixed seed when the speech stream is not sampled, so greedy generation is
+        # deterministic like the SRH's argmax; otherwise the caller's generator.
+        if settings.speech.do_sample:
+            self.noise_generator, self.noise_scale = settings.generator, settings.speech.temperature
+        else:
+            self.noise_generator = torch.Generator(device=device).manual_seed(0)
+            self.noise_scale = float(cfg.diffusion_config.noise_scale)
+
+    def next_group(self, hidden: torch.Tensor, speech_history: torch.LongTensor, latent_history: torch.Tensor,
+                   active: torch.BoolTensor) -> SpeechGroup:
+        """The next group for the `active` rows: (B, k) ids (FSQ codes, then `[eos]`, `[pad]`) and (B, k, d)
+        codec latents (0 off frames); `[pad]` and zeros for the other rows."""
+        batch, k = hidden.shape[0], self.k
+        group = torch.full((batch, k), self.pad, dtype=torch.long, device=self.device)
+        latents = torch.zeros(batch, k, self.latent_dim, device=self.device)
+        if not bool(active.any()):
+            return SpeechGroup(group, latents)
+        if speech_history.shape[1]:
+            previous_ids, previous_latents = speech_history[:, -k:], latent_history[:, -k:]  # (B, k), (B, k, d)
+        else:
+            previous_ids, previous_latents = group, latents
+        ids, raw = self._frames(hidden[active], previous_ids[active], previous_latents[active])
+        group[active] = ids
+        latents[active] = raw
+        return SpeechGroup(group, latents)
+
+    def _frames(self, h: torch.Tensor, previous_ids: torch.LongTensor, previous_latents: torch.Tensor):
+        """(n, D) states and the previous group -> (n, k) ids and (n, k, d) latents (0 off frames)."""
+        s, k = self.settings, self.k
+        stop_logits = self.head.stop_head(h).float()  # (n, k + 1)
+        if s.speech.do_sample:
+            frames = torch.multinomial(torch.softmax(stop_logits, -1), 1, generator=s.generator).squeeze(-1)
+        else:
+            frames = stop_logits.argmax(-1)  # (n,) speech frames in this group; k = a full group
+        previous_mask = self.embed.frame_mask(previous_ids)  # (n, k)
+        previous = self.embed.normalize(previous_latents.float()) * previous_mask[..., None]
+        sampled = self.head.sample(h, previous, previous_mask, noise_scale=self.noise_scale,
+                                   generator=self.noise_generator, **self.flow)  # (n, k, d) normalised
+        raw = self.embed.denormalize(sampled).clamp(-1.0, 1.0)  # the codec's latents are bounded to [-1, 1]
+        is_frame = torch.arange(k, device=h.device) < frames[:, None]  # (n, k)
+        codes = self.model.speech_codec.quantizer.latents_to_codes(raw)  # (n, k)
+        ids = torch.where(is_frame, codes, torch.full_like(codes, self.pad))
+        ends = frames < k
+        ids[ends, frames[ends]] = self.eos
+        return ids, raw * is_frame[..., None]
+
+    def decode(self, speech_ids: torch.LongTensor, speech_latents: torch.Tensor, lengths: torch.LongTensor):
+        """(B, T, d) generated codec latents and (B,) frame counts -> (B, samples) waveform and (B,) sample counts."""
+        return self.model._decode_latent_waveform(speech_latents, lengths)
+
+
 __all__ = [
+    "DiffusionGeneration",
     "OmniDRCAContinuousSpeechEmbedding",
     "OmniDRCADiTBlock",
     "OmniDRCADiffusionHead",

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -15,7 +14,7 @@ from transformers.processing_utils import _UNMARKED, ProcessingKwargs, Unpack
 
 from .audio_utils import resample
 from .feature_extraction_omnidrca import OmniDRCAFeatureExtractor
-from .streams import IGNORE_INDEX, build_assistant_streams, num_audio_groups, speech_special_ids
+from .streams import IGNORE_INDEX, StreamLayout, build_assistant_streams, num_audio_groups, speech_special_ids
 from .tokenization import STREAM_SPECIAL_TOKENS, stream_token_ids
 
 DEFAULT_SYSTEM_PROMPT = "You are a helpful voice assistant. Answer briefly."
@@ -113,7 +112,9 @@ class OmniDRCAProcessor(ProcessorMixin):
             self.auto_map = {self._auto_class: f"{type(self).__module__.rsplit('.', 1)[-1]}.{type(self).__name__}"}
         token_ids = stream_token_ids(tokenizer)  # raises a clear error when a stream token is missing
         self.audio_token_id = token_ids["audio_token_id"]
-        self.stream_config = SimpleNamespace(
+        # The layout this processor builds (its own saved values + its tokenizer's stream tokens); a model's
+        # config must have the same (`check_model_compatibility`).
+        self.stream_layout = StreamLayout(
             group_size=group_size,
             speech_delay=speech_delay,
             speech_vocab_size=speech_vocab_size,
@@ -123,16 +124,17 @@ class OmniDRCAProcessor(ProcessorMixin):
             **token_ids,
         )
 
+    @property
+    def stream_config(self) -> StreamLayout:
+        """Former name of `stream_layout`."""
+        return self.stream_layout
+
     # --- compatibility with a model ---------------------------------------------------------------
 
     def check_model_compatibility(self, config: Any) -> None:
         """Raise a `ValueError` listing every stream setting on which this processor and the model's
         config disagree (group size, delay, speech ids, special text ids)."""
-        fields = ("group_size", "speech_delay", "speech_vocab_size", "speech_bos_token_id", "speech_eos_token_id",
-                  "speech_pad_token_id", "audio_token_id", "assistant_bos_token_id", "assistant_eos_token_id",
-                  "text_pad_token_id")
-        wrong = {f: (getattr(self.stream_config, f), getattr(config, f, None)) for f in fields
-                 if getattr(self.stream_config, f) != getattr(config, f, None)}
+        wrong = self.stream_layout.mismatches(StreamLayout.from_config(config))
         if wrong:
             detail = ", ".join(f"{f}: processor {p} vs model {m}" for f, (p, m) in wrong.items())
             raise ValueError(f"Processor and model disagree on the stream layout ({detail}). Load both from the same "
@@ -292,7 +294,7 @@ class OmniDRCAProcessor(ProcessorMixin):
         """
         if not examples:
             raise ValueError("build_training_batch got no examples; a batch needs at least one.")
-        k, cfg = self.group_size, self.stream_config
+        k, cfg = self.group_size, self.stream_layout
         rows, clips, transcripts = [], [], []
         for n, example in enumerate(examples):
             missing = {"messages", "answer_text"} - set(example)
@@ -359,39 +361,34 @@ class OmniDRCAProcessor(ProcessorMixin):
         """(B, T) or (B, L, k) generated speech ids -> one float32 waveform per row, at
         `codec.config.sampling_rate`, decoded by the model's codec (`model.speech_codec`)."""
         speech_ids = torch.as_tensor(speech_ids)
-        rows = speech_ids.reshape(speech_ids.shape[0], -1) if speech_ids.dim() > 1 else speech_ids[None]
-        waves = []
-        for row in rows:
-            codes = self.speech_codes(row)
-            if not codes:
-                waves.append(np.zeros(0, dtype=np.float32))
-                continue
-            device = next(codec.parameters()).device
-            with torch.no_grad():
-                wave = codec.decode(torch.tensor([codes], device=device))[0]
-            waves.append(wave.float().cpu().numpy())
-        return waves
+        rows = speech_ids.reshape(speech_ids.shape[0], -1) if speech_ids.dim() > 1 else speech_ids[None]  # (B, T)
+        return self._decode_rows(rows, lambda row, codes, device: codec.decode(torch.tensor([codes], device=device)), codec)
 
     def decode_speech_latents(self, speech_ids: torch.Tensor, speech_latents: torch.Tensor, codec) -> list[np.ndarray]:
         """Diffusion head: (B, T) generated speech ids and (B, T, d) codec latents -> one float32 waveform per
         row, decoded from the latents of the frames before the first `[eos]` (`codec.decode_continuous`)."""
         speech_ids, speech_latents = torch.as_tensor(speech_ids), torch.as_tensor(speech_latents)
+        rows = speech_ids.reshape(speech_ids.shape[0], -1)  # (B, T)
+        return self._decode_rows(rows, lambda row, codes, device: codec.decode_continuous(
+            speech_latents[row, None, : len(codes)].float().to(device)), codec)
+
+    def _decode_rows(self, rows: torch.Tensor, decode, codec) -> list[np.ndarray]:
+        """One waveform per row of (B, T) ids: `decode(row_index, codes, device)` on the row's codes (empty if none)."""
         waves = []
-        for ids, latents in zip(speech_ids.reshape(speech_ids.shape[0], -1), speech_latents):
-            n = len(self.speech_codes(ids))
-            if n == 0:
+        for i, row in enumerate(rows):
+            codes = self.speech_codes(row)
+            if not codes:
                 waves.append(np.zeros(0, dtype=np.float32))
                 continue
-            device = next(codec.parameters()).device
             with torch.no_grad():
-                wave = codec.decode_continuous(latents[None, :n].float().to(device))[0]
+                wave = decode(i, codes, next(codec.parameters()).device)[0]
             waves.append(wave.float().cpu().numpy())
         return waves
 
     def answer_text_ids(self, ids: Sequence[int]) -> list[int]:
         """The answer part of a generated text stream: after the last `<|abos|>`, up to `<|aeos|>`."""
         ids = list(ids)
-        abos, aeos = self.stream_config.assistant_bos_token_id, self.stream_config.assistant_eos_token_id
+        abos, aeos = self.stream_layout.assistant_bos_token_id, self.stream_layout.assistant_eos_token_id
         if abos in ids:
             ids = ids[len(ids) - ids[::-1].index(abos):]
         if aeos in ids:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
@@ -26,6 +26,55 @@ class AssistantStreams:
     labels: torch.LongTensor  # (S,) text targets, unshifted like HF causal-LM labels; -100 = no loss
     speech_labels: torch.LongTensor  # (S, k) speech targets, unshifted; -100 = no loss
     speech_latents: torch.FloatTensor | None = None  # (S, k, d) continuous latents of the frames (diffusion head), 0 elsewhere
+
+
+@dataclass(frozen=True)
+class StreamLayout:
+    """The parallel-stream layout in one typed object: k, the delay, and every id the layout forces or pads with.
+
+    Owned by the config (`OmniDRCAConfig.stream_layout`); the processor holds one built from its own saved values
+    (`processor.stream_layout`), and `build_assistant_streams`, training and the generation session read it. Ids
+    are None until the tokenizer's stream tokens are known (the processor fills them into the config).
+    """
+
+    group_size: int  # k: 25 Hz speech tokens per LLM step
+    speech_delay: int  # d: groups the speech stream lags the text stream
+    speech_vocab_size: int  # codec codes; the speech specials follow them
+    speech_bos_token_id: int  # the delay's groups
+    speech_eos_token_id: int  # ends the speech stream (learned)
+    speech_pad_token_id: int  # after [eos], and every group of a text-only answer (embeds to zero)
+    assistant_bos_token_id: int | None = None  # `<abos>`: forced at the first answer row
+    assistant_eos_token_id: int | None = None  # `<aeos>`: ends the text stream (learned)
+    text_pad_token_id: int | None = None  # the text stream after `<aeos>` while speech still runs
+    audio_token_id: int | None = None  # `<|AUDIO|>`: a slot of user audio in the prompt
+
+    @classmethod
+    def from_config(cls, config: Any) -> StreamLayout:
+        """The layout of any object with the config's field names (a config, a processor's saved values)."""
+        if isinstance(config, StreamLayout):
+            return config
+        layout = getattr(config, "stream_layout", None)
+        return layout if isinstance(layout, StreamLayout) else cls.from_fields(config)
+
+    @classmethod
+    def from_fields(cls, config: Any) -> StreamLayout:
+        """Read the layout's fields by name (missing ones are None)."""
+        return cls(**{f.name: getattr(config, f.name, None) for f in fields(cls)})
+
+    @property
+    def text_never_sampled(self) -> list[int]:
+        """Text ids that are never a next-token target: the forced `<abos>`, padding and audio slots."""
+        return [t for t in (self.assistant_bos_token_id, self.text_pad_token_id, self.audio_token_id) if t is not None]
+
+    @property
+    def speech_never_sampled(self) -> list[int]:
+        """Speech ids that are never sampled: the delay's `[bos]` and `[pad]`."""
+        return [self.speech_bos_token_id, self.speech_pad_token_id]
+
+    def mismatches(self, other: StreamLayout) -> dict[str, tuple]:
+        """{field: (self's value, other's value)} for every field on which the two layouts disagree."""
+        return {f.name: (getattr(self, f.name), getattr(other, f.name)) for f in fields(self)
+                if getattr(self, f.name) != getattr(other, f.name)}
 
 
 def _require(config: Any, name: str) -> int:
@@ -65,13 +114,14 @@ def build_assistant_streams(
     Args:
         text_ids: the answer's text token ids, without `<abos>`/`<aeos>`.
         speech_codes: the answer's 25 Hz codec codes, or `None` for a text-only answer.
-        config: an `OmniDRCAConfig` (any object with the same id fields works).
+        config: a [`StreamLayout`], or an `OmniDRCAConfig` / processor (any object with its field names).
         speech_latents: (n_codes, d) continuous codec latents of the same frames (diffusion head, see
             `OmniDRCASpeechCodec.encode_continuous`); placed where the codes are, zero elsewhere.
 
     Returns:
         [`AssistantStreams`] with S = max(m + 2, d + ceil((n_codes + 1) / k)) steps (m + 2 when text-only).
     """
+    config = StreamLayout.from_config(config)
     k = _require(config, "group_size")
     delay = _require(config, "speech_delay")
     abos, aeos = _require(config, "assistant_bos_token_id"), _require(config, "assistant_eos_token_id")
@@ -162,4 +212,4 @@ def srh_previous_ids(speech_ids: torch.LongTensor) -> torch.LongTensor:
     return torch.cat([speech_ids[:, :-1, -1:], speech_ids[:, 1:, :-1]], dim=-1)  # (B, L-1, k)
 
 
-__all__ = ["IGNORE_INDEX", "AssistantStreams", "build_assistant_streams", "num_audio_groups", "speech_special_ids", "srh_previous_ids"]
+__all__ = ["IGNORE_INDEX", "AssistantStreams", "StreamLayout", "build_assistant_streams", "num_audio_groups", "speech_special_ids", "srh_previous_ids"]

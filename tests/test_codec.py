@@ -5,14 +5,15 @@ import math
 
 import pytest
 import torch
+from torch import nn
+from transformers import PreTrainedConfig
+
+from modeling_omnidrca.audio_utils import stft
 from modeling_omnidrca.codec_omnidrca import (
     OmniDRCAFiniteScalarQuantizer,
     OmniDRCASpeechCodec,
     OmniDRCASpeechCodecConfig,
-    _stft,
 )
-from torch import nn
-from transformers import PreTrainedConfig
 
 SR, HOP = 16000, 640  # samples per code at 25 Hz
 
@@ -196,7 +197,7 @@ def test_vocoder_framing_inverts_the_analysis_stft():
     codec = tiny_codec()
     codec.head = nn.Identity()
     wave = 0.2 * harmonic(200, 0.5)[None]  # (1, 8000), quiet enough for the magnitude clamp (1e2)
-    spec = _stft(wave, 640, 160)  # (1, 321, 50)
+    spec = stft(wave, 640, 160)  # (1, 321, 50)
     assert spec.shape[-1] == wave.shape[-1] // 160
     hidden = torch.cat([spec.abs().clamp(min=1e-12).log(), spec.angle()], 1).transpose(1, 2)  # (1, 50, 642)
     rebuilt, _ = codec._vocode(hidden)
@@ -216,10 +217,10 @@ def test_griffin_lim_vocoder():
     assert first.shape == (1, codes.shape[1] * HOP) and torch.equal(first, second)  # seeded phase: deterministic
     # Independent of training: from the true magnitudes, Griffin-Lim finds a wave with nearly those magnitudes.
     codec.head = nn.Identity()
-    target = _stft(0.2 * wave[None], 640, 160).abs()
+    target = stft(0.2 * wave[None], 640, 160).abs()
     with torch.no_grad():
         rebuilt, _ = codec._vocode(target.clamp(min=1e-12).log().transpose(1, 2))
-    convergence = (_stft(rebuilt, 640, 160).abs() - target).norm() / target.norm()
+    convergence = (stft(rebuilt, 640, 160).abs() - target).norm() / target.norm()
     assert convergence < 0.25
 
 

@@ -4,6 +4,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+
 from modeling_omnidrca import build_assistant_streams
 from modeling_omnidrca.streams import srh_previous_ids
 
@@ -94,3 +95,26 @@ def test_bad_codes_and_missing_ids():
     bad.text_pad_token_id = None
     with pytest.raises(ValueError, match="text_pad_token_id"):
         build_assistant_streams([1], [3], bad)
+
+
+def test_stream_layout_is_one_typed_object_shared_by_config_processor_and_builder():
+    import dataclasses
+    from pathlib import Path
+
+    from transformers import AutoConfig, AutoProcessor
+
+    from modeling_omnidrca.streams import StreamLayout
+
+    fixture = Path(__file__).parent / "fixtures" / "tiny-random-omnidrca"
+    config = AutoConfig.from_pretrained(fixture)
+    processor = AutoProcessor.from_pretrained(fixture)
+    layout = config.stream_layout
+    assert isinstance(layout, StreamLayout) and layout == processor.stream_layout
+    assert StreamLayout.from_config(processor) is processor.stream_layout
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        layout.group_size = 1
+    assert layout.speech_never_sampled == [config.speech_bos_token_id, config.speech_pad_token_id]
+    codes = [1, 2, 3]
+    by_layout = build_assistant_streams([7, 8], codes, layout)
+    by_config = build_assistant_streams([7, 8], codes, config)
+    assert torch.equal(by_layout.speech_ids, by_config.speech_ids) and torch.equal(by_layout.input_ids, by_config.input_ids)

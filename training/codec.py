@@ -16,7 +16,7 @@ import torch
 from datasets import Dataset
 from transformers import Trainer
 
-from modeling_omnidrca.codec_omnidrca import _stft
+from modeling_omnidrca.audio_utils import stft as _stft
 from modeling_omnidrca.audio_utils import mel_filters
 from processing.schema import to_float
 

@@ -7,6 +7,7 @@ from functools import lru_cache
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from transformers.audio_utils import mel_filter_bank
 
 
@@ -134,4 +135,50 @@ def resample(
     return y.numpy() if is_numpy else y
 
 
-__all__ = ["log_mel_spectrogram", "mel_filters", "resample"]
+def stft(wave: torch.Tensor, n_fft: int, hop_length: int) -> torch.Tensor:
+    """(B, T) float32 -> (B, n_fft // 2 + 1, T // hop) complex STFT with "same" framing (as Vocos):
+    frame f is centred on hop block [f * hop, (f + 1) * hop), so T = F * hop samples have exactly F frames.
+
+    Zero (not reflect) padding: a frame sees only samples near its block and zeros beyond the ends, so a
+    clip's frames do not depend on what follows it in a padded batch.
+    """
+    window = torch.hann_window(n_fft, device=wave.device, dtype=wave.dtype)
+    left = (n_fft - hop_length) // 2
+    padded = F.pad(wave, (left, n_fft - hop_length - left))
+    return torch.stft(padded, n_fft, hop_length, window=window, center=False, return_complex=True)
+
+
+def istft(
+    spec: torch.Tensor, n_fft: int, hop_length: int, frame_mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """(B, K, F) complex -> (B, F * hop) float32, the exact inverse of `stft` (windowed overlap-add divided
+    by the summed squared window). torch.istft would need F + 1 frames for F * hop samples.
+
+    `frame_mask` (B, F) drops frames from both the sum and the window envelope, so a clip in a padded batch
+    is synthesised exactly as alone (and is silent past its frames).
+    """
+    frames = spec.shape[-1]
+    window = torch.hann_window(n_fft, device=spec.device, dtype=torch.float32)
+    weights = window[None, :, None].expand(1, n_fft, frames)  # (1, n_fft, F)
+    if frame_mask is not None:
+        weights = weights * frame_mask[:, None, :].float()  # (B, n_fft, F)
+    chunks = torch.fft.irfft(spec, n=n_fft, dim=1) * weights  # (B, n_fft, F)
+    size = (frames - 1) * hop_length + n_fft
+    fold = lambda x: F.fold(x, output_size=(1, size), kernel_size=(1, n_fft), stride=(1, hop_length))  # noqa: E731
+    wave = fold(chunks)[:, 0, 0]  # (B, size)
+    envelope = fold(weights * window[None, :, None])[:, 0, 0]  # (B or 1, size) summed squared window
+    left = (n_fft - hop_length) // 2
+    keep = slice(left, left + frames * hop_length)
+    return wave[:, keep] / envelope[:, keep].clamp(min=1e-11)
+
+
+def log_mel(power: torch.Tensor, filters: torch.Tensor) -> torch.Tensor:
+    """(B, K, F) power spectrogram -> (B, M, F) log-mel on Whisper's scale, (log10 + 4) / 4.
+
+    A fixed floor instead of Whisper's per-clip (max - 8) floor keeps every frame local: a clip gets the
+    same features alone, in a padded batch, or cut into chunks.
+    """
+    mel = torch.einsum("bkf,km->bmf", power, filters)
+    return (torch.clamp(mel, min=1e-10).log10() + 4.0) / 4.0
+
+__all__ = ["istft", "log_mel", "log_mel_spectrogram", "mel_filters", "resample", "stft"]

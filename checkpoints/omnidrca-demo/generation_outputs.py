@@ -1,6 +1,6 @@
 """What `generate` returns, and transformers' standard generate arguments as OmniDRCA reads them.
 
-OmniDRCA steps its own loop (`generation_omnidrca`), so the arguments that transformers' `generate` takes from
+OmniDRCA steps its own loop (`generation_session`), so the arguments that transformers' `generate` takes from
 `GenerationConfig` are resolved here: the ones with a meaning for the text stream are honoured (`min_new_tokens`,
 `bad_words_ids`, `remove_invalid_values`, `num_return_sequences`, `use_cache`, the `output_*` flags,
 `return_dict_in_generate`), values that ask for nothing (a field at its default) are accepted, and anything else

@@ -32,16 +32,19 @@ from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache
 from transformers.modeling_outputs import BaseModelOutputWithPooling, ModelOutput
+from transformers.models.whisper.modeling_whisper import WhisperEncoder, sinusoids
 from transformers.utils import can_return_tuple
 from transformers.utils.deprecation import deprecate_kwarg
 from transformers.utils.import_utils import torch_compilable_check
-from transformers.models.whisper.modeling_whisper import WhisperEncoder, sinusoids
 
 from .codec_omnidrca import OmniDRCASpeechCodec
-from .configuration_omnidrca import IMPLEMENTED_SPEECH_HEAD_TYPES, OmniDRCAConfig
-from .diffusion_head import OmniDRCAContinuousSpeechEmbedding, OmniDRCADiffusionHead, OmniDRCAZeroInitLinear
+from .compose import OmniDRCABackbonesMixin
+from .configuration_omnidrca import OmniDRCAConfig
+from .diffusion_head import OmniDRCADiffusionHead  # noqa: F401  (registers speech_head_type="diffusion")
 from .generation_omnidrca import OmniDRCAGenerationMixin
-from .streams import IGNORE_INDEX, srh_previous_ids
+from .speech_head_srh import OmniDRCASpeechEmbedding, OmniDRCASpeechRefinedHead  # noqa: F401  (registers "srh")
+from .speech_heads import speech_head_class
+from .streams import IGNORE_INDEX
 
 
 @dataclass
@@ -98,63 +101,6 @@ class OmniDRCAAudioProjector(nn.Module):
         return self.linear_2(self.act(self.linear_1(grouped)))  # (N, G, D)
 
 
-class OmniDRCASpeechEmbedding(nn.Module):
-    """Group(E_speech(s_t,1..k)): embeds the k tokens of a group and projects their concatenation to D.
-
-    The pad token embeds to zero and the projection has no bias, so an all-pad group adds nothing:
-    prompt and text-only positions are plain text-LLM positions.
-    """
-
-    def __init__(self, config: OmniDRCAConfig):
-        super().__init__()
-        self.group_size = config.group_size
-        dim = config.srh_config.hidden_size
-        self.embed_tokens = nn.Embedding(config.speech_embed_vocab_size, dim, padding_idx=config.speech_pad_token_id)
-        self.proj = nn.Linear(self.group_size * dim, config.text_config.hidden_size, bias=False)
-
-    def forward(self, speech_ids: torch.LongTensor) -> torch.Tensor:
-        embeds = self.embed_tokens(speech_ids)  # (B, L, k, Ds)
-        return self.proj(embeds.flatten(-2))  # (B, L, k·Ds) -> (B, L, D)
-
-
-class OmniDRCASpeechRefinedHead(nn.Module):
-    """Dual resolution, output side: ungroups one LLM state into k 25 Hz speech-token distributions.
-
-    A linear layer splits the state into k conditioning vectors; each is added to the embedding of the
-    previous speech token and a small causal LM (`decoder`) runs over the k positions of the group.
-    Attention stays inside the group, so generation needs only a k-long KV cache per LLM step.
-    """
-
-    def __init__(self, config: OmniDRCAConfig):
-        super().__init__()
-        self.group_size = config.group_size
-        self.hidden_size = config.srh_config.hidden_size
-        self.ungroup = nn.Linear(config.text_config.hidden_size, self.group_size * self.hidden_size)
-        self.decoder = AutoModel.from_config(config.srh_config)  # its embed_tokens embeds speech tokens
-        self.lm_head = nn.Linear(self.hidden_size, config.speech_embed_vocab_size, bias=False)
-
-    def condition(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        """(P, D) LLM states -> (P, k, Ds) per-position conditioning vectors."""
-        return self.ungroup(hidden_states).view(-1, self.group_size, self.hidden_size)
-
-    def forward(
-        self,
-        hidden_states: torch.Tensor,
-        previous_ids: torch.LongTensor,
-    ) -> torch.Tensor:
-        """Teacher-forced logits of the next group.
-
-        Args:
-            hidden_states: (P, D) LLM states, one per target group.
-            previous_ids: (P, k) the 25 Hz token before each target (see `streams.srh_previous_ids`).
-        Returns:
-            (P, k, Vs) logits.
-        """
-        inputs = self.condition(hidden_states) + self.decoder.embed_tokens(previous_ids)  # (P, k, Ds)
-        out = self.decoder(inputs_embeds=inputs, use_cache=False, return_dict=True)
-        return self.lm_head(out.last_hidden_state)  # (P, k, Vs)
-
-
 class OmniDRCAPreTrainedModel(PreTrainedModel):
     config: OmniDRCAConfig
     config_class = OmniDRCAConfig
@@ -182,17 +128,8 @@ class OmniDRCAPreTrainedModel(PreTrainedModel):
         super()._init_weights(module)
         if isinstance(module, OmniDRCAForConditionalGeneration):
             init.constant_(module.contrastive_logit_scale, math.log(1.0 / self.config.contrastive_temperature))
-        elif isinstance(module, OmniDRCAContinuousSpeechEmbedding):
-            init.zeros_(module.latent_mean)
-            init.ones_(module.latent_std)
-        elif isinstance(module, OmniDRCAZeroInitLinear):
-            # adaLN-Zero (DiT): every block starts as the identity, the head at zero velocity.
-            init.zeros_(module.weight)
-            init.zeros_(module.bias)
-        elif isinstance(module, OmniDRCADiffusionHead):
-            init.normal_(module.positions, mean=0.0, std=self.config.initializer_range)
-            init.zeros_(module.null_condition)
-            init.zeros_(module.previous_absent)
+        elif hasattr(module, "_init_own_weights"):  # speech-head modules with their own init (see the heads)
+            module._init_own_weights(self.config.initializer_range)
 
 
 class OmniDRCAModel(OmniDRCAPreTrainedModel):
@@ -214,10 +151,7 @@ class OmniDRCAModel(OmniDRCAPreTrainedModel):
         finally:
             torch.set_default_dtype(previous)
         self.multi_modal_projector = OmniDRCAAudioProjector(config)
-        if config.speech_head_type == "diffusion":
-            self.speech_embed = OmniDRCAContinuousSpeechEmbedding(config)
-        else:
-            self.speech_embed = OmniDRCASpeechEmbedding(config)
+        self.speech_embed = speech_head_class(config.speech_head_type).embedding_class(config)
         self.language_model = AutoModel.from_config(config.text_config)
         self.post_init()
 
@@ -379,11 +313,6 @@ class OmniDRCAModel(OmniDRCAPreTrainedModel):
             speech_latents: (B, L, k, d) diffusion head only: the codec latents (`encode_continuous`, not
                 normalised) of the frames that `speech_ids` mark with codes; anything elsewhere.
         """
-        if speech_latents is not None and self.config.speech_head_type != "diffusion":
-            raise ValueError(
-                f"`speech_latents` are the continuous speech stream of speech_head_type='diffusion'; this model's "
-                f"speech head is {self.config.speech_head_type!r} and reads discrete `speech_ids` only. Drop them."
-            )
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of `input_ids` and `inputs_embeds`.")
         if inputs_embeds is None:
@@ -409,10 +338,7 @@ class OmniDRCAModel(OmniDRCAPreTrainedModel):
                     f"got {tuple(speech_ids.shape)}. Group the 25 Hz speech stream by k={k} (the config's "
                     "group_size), aligned with `input_ids`."
                 )
-            if self.config.speech_head_type == "diffusion":
-                speech_embeds = self.speech_embed(speech_ids, speech_latents)
-            else:
-                speech_embeds = self.speech_embed(speech_ids)
+            speech_embeds = self.speech_embed(speech_ids, speech_latents)  # (B, L, D)
             inputs_embeds = inputs_embeds + speech_embeds.to(inputs_embeds.dtype)
 
         outputs = self.language_model(
@@ -434,7 +360,7 @@ class OmniDRCAModel(OmniDRCAPreTrainedModel):
         )
 
 
-class OmniDRCAForConditionalGeneration(OmniDRCAPreTrainedModel, OmniDRCAGenerationMixin):
+class OmniDRCAForConditionalGeneration(OmniDRCAPreTrainedModel, OmniDRCAGenerationMixin, OmniDRCABackbonesMixin):
     """OmniDRCA with its heads: `lm_head` (text) and `speech_head` (the SRH, or the diffusion head with
     `speech_head_type="diffusion"`), the frozen `speech_codec`
     that turns speech codes into waveforms (at `speech_codec.config.sampling_rate`), and the contrastive
@@ -450,17 +376,10 @@ class OmniDRCAForConditionalGeneration(OmniDRCAPreTrainedModel, OmniDRCAGenerati
 
     def __init__(self, config: OmniDRCAConfig):
         super().__init__(config)
-        if config.speech_head_type not in IMPLEMENTED_SPEECH_HEAD_TYPES:
-            raise ValueError(
-                f"speech_head_type={config.speech_head_type!r} is not available in this version; "
-                f"use one of {IMPLEMENTED_SPEECH_HEAD_TYPES}."
-            )
+        head_class = speech_head_class(config.speech_head_type)  # the one place the head type is looked up
         self.model = OmniDRCAModel(config)
         self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
-        if config.speech_head_type == "diffusion":
-            self.speech_head = OmniDRCADiffusionHead(config)
-        else:
-            self.speech_head = OmniDRCASpeechRefinedHead(config)
+        self.speech_head = head_class(config)
         # Speech tokenizer/detokenizer. Trained on its own (training/), then frozen: LM training must not
         # move the code space its targets were computed in.
         self.speech_codec = OmniDRCASpeechCodec(config.codec_config)
@@ -566,10 +485,10 @@ class OmniDRCAForConditionalGeneration(OmniDRCAPreTrainedModel, OmniDRCAGenerati
         if labels is not None:
             full_logits = logits if logits.shape[1] == hidden.shape[1] else self.lm_head(hidden)
             text_loss = self._text_loss(full_logits, labels)
-        if speech_labels is not None and self.config.speech_head_type == "diffusion":
-            speech_loss, stop_loss = self._diffusion_loss(hidden, speech_ids, speech_latents, speech_labels)
-        elif speech_labels is not None:
-            speech_loss, speech_logits = self._speech_loss(hidden, speech_ids, speech_labels)
+        head_loss = None
+        if speech_labels is not None:
+            head_loss = self.speech_head.loss(hidden, speech_ids, speech_labels, speech_latents, self.model.speech_embed)
+            speech_loss, speech_logits, stop_loss = head_loss.loss, head_loss.logits, head_loss.stop_loss
         if transcript_ids is not None:
             contrastive_loss = self._contrastive_loss(
                 outputs.audio_embeds, outputs.audio_embeds_mask, transcript_ids, transcript_attention_mask
@@ -581,7 +500,7 @@ class OmniDRCAForConditionalGeneration(OmniDRCAPreTrainedModel, OmniDRCAGenerati
             (contrastive_loss, self.config.contrastive_weight),
         ]
         if stop_loss is not None:
-            terms.append((stop_loss, self.config.diffusion_config.stop_loss_weight))
+            terms.append((stop_loss, head_loss.stop_weight))
         present = [weight * value for value, weight in terms if value is not None]
         loss = torch.stack(present).sum() if present else None
         return OmniDRCAOutput(
@@ -605,61 +524,16 @@ class OmniDRCAForConditionalGeneration(OmniDRCAPreTrainedModel, OmniDRCAGenerati
             return logits.sum() * 0.0  # zero, but still part of the graph
         return F.cross_entropy(logits[:, :-1][selected].float(), targets[selected])  # (n, Vt) vs (n,)
 
-    def _speech_loss(
-        self, hidden: torch.Tensor, speech_ids: torch.LongTensor, speech_labels: torch.LongTensor
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """SRH CE: the state of row t predicts group t+1, teacher-forced on the speech stream."""
-        targets = speech_labels[:, 1:].to(hidden.device)  # (B, L-1, k)
-        selected = (targets != IGNORE_INDEX).any(-1)  # (B, L-1) rows that carry a speech target
-        if not bool(selected.any()):
-            return hidden.sum() * 0.0, None
-        previous = srh_previous_ids(speech_ids.to(hidden.device))[selected]  # (P, k)
-        speech_logits = self.speech_head(hidden[:, :-1][selected], previous)  # (P, k, Vs)
-        loss = F.cross_entropy(speech_logits.flatten(0, 1).float(), targets[selected].flatten(), ignore_index=IGNORE_INDEX)
-        return loss, speech_logits
-
-    def _diffusion_loss(
-        self,
-        hidden: torch.Tensor,
-        speech_ids: torch.LongTensor,
-        speech_latents: torch.Tensor | None,
-        speech_labels: torch.LongTensor,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Diffusion head: flow-matching MSE on the frames of group t+1 from the state of row t (and the
-        latents of group t), and the stop head's CE on how many frames of group t+1 are speech."""
-        embed, k = self.model.speech_embed, self.config.group_size
-        targets = speech_labels[:, 1:].to(hidden.device)  # (B, L-1, k)
-        selected = (targets != IGNORE_INDEX).any(-1)  # (B, L-1)
-        if not bool(selected.any()):
-            zero = hidden.sum() * 0.0
-            return zero, zero
-        if speech_latents is None:
-            raise ValueError(
-                "The diffusion head learns continuous latents: pass `speech_latents` (batch, seq_len, group_size, "
-                "latent_dim) with `speech_labels` (`processor.build_training_batch` adds them when the examples "
-                "carry `answer_latents`)."
-            )
-        target_ids = targets[selected]  # (P, k)
-        target_mask = embed.frame_mask(target_ids)  # (P, k) speech frames to learn
-        has_eos = (target_ids == self.config.speech_eos_token_id).any(-1)
-        stop_target = torch.where(has_eos, target_mask.sum(-1), torch.full_like(has_eos, k, dtype=torch.long))  # (P,)
-        h = hidden[:, :-1][selected]  # (P, D)
-        stop_loss = F.cross_entropy(self.speech_head.stop_head(h).float(), stop_target)
-        latents = embed.normalize(speech_latents.to(hidden.device).float())  # (B, L, k, d)
-        previous_ids = speech_ids[:, :-1].to(hidden.device)[selected]  # (P, k)
-        previous_mask = embed.frame_mask(previous_ids)
-        previous = latents[:, :-1][selected] * previous_mask[..., None]  # (P, k, d)
-        target = latents[:, 1:][selected] * target_mask[..., None]
-        speech_loss = self.speech_head.flow_matching_loss(h, target, target_mask, previous, previous_mask)
-        return speech_loss, stop_loss
-
     @torch.no_grad()
     def set_speech_latent_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         """Store the per-dimension mean and std of the codec's continuous latents (diffusion head), saved with
         the checkpoint. Compute them over the training corpus's answer audio (`speech_latent_stats`)."""
-        if self.config.speech_head_type != "diffusion":
-            raise ValueError("Latent statistics belong to speech_head_type='diffusion'; this model uses the SRH.")
         embed = self.model.speech_embed
+        if not hasattr(embed, "latent_mean"):
+            raise ValueError(
+                "Latent statistics belong to a continuous speech head (expected speech_head_type='diffusion', got "
+                f"{self.config.speech_head_type!r}); this model's speech stream is discrete codes."
+            )
         mean, std = torch.as_tensor(mean).float(), torch.as_tensor(std).float()
         if mean.shape != embed.latent_mean.shape or std.shape != embed.latent_std.shape or bool((std <= 0).any()):
             raise ValueError(
@@ -708,12 +582,6 @@ class OmniDRCAForConditionalGeneration(OmniDRCAPreTrainedModel, OmniDRCAGenerati
         target = torch.arange(n, device=sim.device)
         return (F.cross_entropy(sim, target) + F.cross_entropy(sim.T, target)) / 2
 
-    @classmethod
-    def from_backbones(cls, text_model: str, audio_model: str, srh_model: str | None = None, **kwargs):
-        """Build OmniDRCA around pretrained backbones; see `modeling_omnidrca.compose.compose_from_backbones`."""
-        from .compose import compose_from_backbones
-
-        return compose_from_backbones(text_model, audio_model, srh_model=srh_model, model_class=cls, **kwargs)
 
 
 __all__ = [
