@@ -50,7 +50,10 @@ CORPUS = [f"what is {a} plus {b}" for a in ("one", "two", "seven", "twelve") for
 def build(size: str, k: int):
     """A random-weight model of `size` with group size `k`, and a processor whose tokenizer covers its vocab."""
     from modeling_omnidrca import (
-        OmniDRCAConfig, OmniDRCAFeatureExtractor, OmniDRCAForConditionalGeneration, OmniDRCAProcessor,
+        OmniDRCAConfig,
+        OmniDRCAFeatureExtractor,
+        OmniDRCAForConditionalGeneration,
+        OmniDRCAProcessor,
         train_text_tokenizer,
     )
     from modeling_omnidrca.tokenization import stream_token_ids

@@ -2,10 +2,11 @@
 
 import pytest
 import torch
+from transformers import Qwen2Config, Qwen2ForCausalLM, WhisperConfig, WhisperForConditionalGeneration
+
 from modeling_omnidrca import OmniDRCAForConditionalGeneration, compose_from_backbones
 from modeling_omnidrca.codec_omnidrca import OmniDRCASpeechCodec, OmniDRCASpeechCodecConfig
 from omnidrca_tester import ABOS_ID, AEOS_ID, AUDIO_ID, TEXT_PAD_ID, OmniDRCAModelTester
-from transformers import Qwen2Config, Qwen2ForCausalLM, WhisperConfig, WhisperForConditionalGeneration
 
 TINY_CODEC = dict(fsq_levels=[4, 4, 2], encoder_hidden_size=16, encoder_layers=1, decoder_hidden_size=16,
                   decoder_layers=1)

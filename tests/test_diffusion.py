@@ -107,7 +107,7 @@ def test_forward_losses_and_missing_latents(pair):
 
 def test_flow_matching_loss_decreases_on_a_tiny_overfit_batch():
     tester, config, model = build(condition_dropout=0.0)
-    head, embed = model.speech_head, model.model.speech_embed
+    head = model.speech_head
     gen = torch.Generator().manual_seed(0)
     # A fixed batch of 6 groups: backbone states, normalised targets (the last one ends after 2 frames), and
     # the previous groups' latents (the first one has none).

@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from transformers import DynamicCache
+
 from modeling_omnidrca import OmniDRCAConfig, OmniDRCAForConditionalGeneration
 from modeling_omnidrca.streams import IGNORE_INDEX
 from omnidrca_tester import AUDIO_ID, OmniDRCAModelTester, mel_frames_to_groups

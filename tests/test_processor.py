@@ -8,13 +8,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from safetensors.torch import load_file
+
 from modeling_omnidrca import OmniDRCAForConditionalGeneration, build_assistant_streams
 from modeling_omnidrca.feature_extraction_omnidrca import OmniDRCAFeatureExtractor
 from modeling_omnidrca.processing_omnidrca import OmniDRCAProcessor
 from modeling_omnidrca.tokenization import stream_token_ids, train_text_tokenizer
 from omnidrca_tester import OmniDRCAModelTester
 from remote_code import run_without_package
-from safetensors.torch import load_file
 
 CORPUS = ["what is seven plus twelve", "seven plus twelve is nineteen", "the capital of france is paris",
           "You are a helpful voice assistant. Answer briefly.", "repeat after me"] * 20

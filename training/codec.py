@@ -16,8 +16,8 @@ import torch
 from datasets import Dataset
 from transformers import Trainer
 
-from modeling_omnidrca.audio_utils import stft as _stft
 from modeling_omnidrca.audio_utils import mel_filters
+from modeling_omnidrca.audio_utils import stft as _stft
 from processing.schema import to_float
 
 from .trainer_utils import LossOnlyPredictionMixin
