@@ -71,10 +71,10 @@ def _lay_helpers(root: Path, package_dir: Path) -> None:
             target = root / "utils" / relative.relative_to("repo_utils")
         else:
             target = package_dir / relative
-            target.parent.mkdir(parents=True, exist_ok=True)  # before the __init__.py files that go in it
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if relative.parts[0] != "repo_utils":  # subpackages of tests/: each folder needs its __init__.py
             for parent in target.relative_to(package_dir).parents:
                 (package_dir / parent / "__init__.py").touch()
-        target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, target)
 
 
