@@ -145,6 +145,13 @@ class RequestHandle:
         elif not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._queue.put_nowait, event)
 
+    async def next(self, timeout: float) -> Event | None:
+        """The next event, or None after `timeout` seconds (a server checks for a gone client in between)."""
+        try:
+            return await asyncio.wait_for(self._queue.get(), timeout)
+        except asyncio.TimeoutError:
+            return None
+
     def __iter__(self) -> Iterator[Event]:
         if self._loop is not None:
             raise TypeError("This handle was submitted with an event loop: iterate it with `async for`.")
