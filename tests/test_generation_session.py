@@ -125,3 +125,23 @@ def test_session_hooks_reject_what_they_cannot_keep():
     session = model.start_session(**inputs, max_new_tokens=4)
     with pytest.raises(ValueError, match=r"extra_embeds.*must be \(batch, hidden\)"):
         session.step(extra_embeds=torch.zeros(3, 3))
+
+
+def test_trim_cache_drops_the_padding_of_rows_that_left_and_changes_no_answer():
+    config, model = build()
+    long_prompt, short_prompt = alone(config, 300, seed=0), alone(config, 100, seed=1)
+    kw = dict(generation_mode="text", max_new_tokens=9)
+    want = model.generate(**short_prompt, **kw)
+    session = model.start_session(**long_prompt, **kw)
+    session.step()
+    session.add_rows(PromptBatch.check(**short_prompt))  # left-padded to the long row's width
+    session.step()
+    session.remove_rows([0])
+    width = session.attention_mask.shape[1]
+    dropped = session.trim_cache()
+    assert dropped > 0 and session.attention_mask.shape[1] == width - dropped
+    assert bool(session.attention_mask[:, 0].all()) and session.cache.get_seq_length() == width - dropped
+    assert session.trim_cache() == 0  # nothing left to drop
+    while not session.finished:
+        session.step()
+    assert torch.equal(session.finish().sequences[0, -9:], want.sequences[0, -9:])
