@@ -358,8 +358,9 @@ class GenerationSession:
             return result
         speech = self._answer_speech(self.speech_history[index], self.start[index], self.s_pad)  # (n, T)
         is_eos = speech == self.s_eos
-        ends = torch.where(is_eos.any(-1), is_eos.int().argmax(-1),
-                           torch.full_like(is_eos[:, 0], speech.shape[1], dtype=torch.long))
+        width = torch.full((speech.shape[0],), speech.shape[1], dtype=torch.long, device=speech.device)
+        # a row that leaves within its speech delay has no speech yet (argmax needs a non-empty axis)
+        ends = torch.where(is_eos.any(-1), is_eos.int().argmax(-1), width) if speech.shape[1] else width
         # a row that reached `max_new_tokens` while others ran on holds [pad] groups past its last real one
         ends = torch.minimum(ends, (self.lived[index] - self.delay).clamp(min=0) * self.k)
         result.speech_ids, result.speech_lengths = speech, ends

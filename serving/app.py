@@ -113,12 +113,15 @@ def submit(engine: Engine, request: ChatRequest) -> RequestHandle:
 
 async def events(handle: RequestHandle, request: Request | None) -> AsyncIterator[TextDelta | AudioDelta | Finished]:
     """The handle's events until `Finished`; `Failed` raises its APIError; a gone client cancels the row."""
+    checked = time.monotonic()
     while True:
         event = await handle.next(POLL_SECONDS)
-        if event is None:
-            if request is not None and await request.is_disconnected():
+        if request is not None and (event is None or time.monotonic() - checked >= POLL_SECONDS):
+            checked = time.monotonic()  # events may never pause long enough for a timeout: check by the clock
+            if await request.is_disconnected():
                 handle.cancel()
                 raise ClientGone
+        if event is None:
             continue
         if isinstance(event, Failed):
             raise APIError(event.status, event.message, code=event.code)

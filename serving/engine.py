@@ -30,7 +30,7 @@ import torch
 
 from modeling_omnidrca.generation_session import GenerationSession
 from modeling_omnidrca.generation_settings import GenerationSettings, PromptBatch, StreamStep
-from modeling_omnidrca.streaming_omnidrca import OmniDRCAStreamer
+from modeling_omnidrca.streaming_omnidrca import OmniDRCAStreamer, decode_streams
 
 logger = logging.getLogger(__name__)
 MODES = ("text", "audio")
@@ -194,6 +194,8 @@ class Engine:
 
     Args:
         max_batch: most rows generated together (all sessions). `max_batch=1` serves one request at a time.
+        max_joins: most requests prefilled between two steps: a burst of arrivals joins over a few steps
+            instead of stalling every running answer for all of their prefills at once.
         max_queue: most requests waiting to join; `submit` raises `EngineBusy` beyond it.
         max_new_tokens: the longest answer in 5 Hz steps (each session's limit; requests may ask for fewer).
         chunk_steps: audio is decoded and sent every this many steps (0.2 s of speech each).
@@ -202,13 +204,14 @@ class Engine:
     """
 
     def __init__(self, model, processor, *, max_batch: int = 32, max_queue: int = 64, max_new_tokens: int = 256,
-                 chunk_steps: int = 2, timeout: float = 120.0, torch_threads: int | None = 1):
+                 max_joins: int = 4, chunk_steps: int = 2, timeout: float = 120.0, torch_threads: int | None = 1):
         for name, value in (("max_batch", max_batch), ("max_queue", max_queue), ("max_new_tokens", max_new_tokens),
-                            ("chunk_steps", chunk_steps)):
+                            ("max_joins", max_joins), ("chunk_steps", chunk_steps)):
             if int(value) < 1:
                 raise ValueError(f"{name} must be at least 1, got {value}.")
         self.model, self.processor = model, processor
         self.max_batch, self.max_new_tokens, self.chunk_steps = int(max_batch), int(max_new_tokens), int(chunk_steps)
+        self.max_joins = int(max_joins)
         self.timeout, self.torch_threads = float(timeout), torch_threads
         self.sampling_rate = int(model.speech_codec.config.sampling_rate)
         self._queue: queue.Queue[RequestHandle] = queue.Queue(maxsize=int(max_queue))
@@ -270,7 +273,7 @@ class Engine:
     def _admit(self, block: bool) -> None:
         """Move queued requests into sessions while rows are free (waits briefly when nothing is running)."""
         joining: dict[tuple, list[tuple[RequestHandle, dict]]] = {}
-        free = self.max_batch - self.live_rows
+        free = min(self.max_batch - self.live_rows, self.max_joins)
         while free > 0:
             try:
                 handle = self._queue.get(timeout=0.05) if block and not joining else self._queue.get_nowait()
@@ -306,7 +309,7 @@ class Engine:
         live.session.add_rows(prompt)
         codec = self.model.speech_codec if key[0] == "audio" else None
         for handle, inputs in group:
-            streamer = OmniDRCAStreamer(self.processor, codec=codec, chunk_steps=self.chunk_steps,
+            streamer = OmniDRCAStreamer(self.processor, codec=codec, chunk_steps=self.chunk_steps, defer_audio=True,
                                         snap_to_codebook=live.session.head_state.snap_to_codebook)
             audio_slots = int((inputs["input_ids"] == self.model.config.stream_layout.audio_token_id).sum())
             live.rows.append(_Row(handle, streamer, int(inputs["attention_mask"].sum()), audio_slots))
@@ -326,6 +329,8 @@ class Engine:
             if step.speech_ids is not None and not row.streamer.speech_ended:
                 row.audio_codes += len(self.processor.speech_codes(step.speech_ids[i].tolist()))
             row.streamer.put_step(piece)
+        decode_streams([row.streamer for row in live.rows])  # the rows' audio chunks in one codec call
+        for i, row in enumerate(live.rows):
             self._forward(row)
             limit = row.handle.request.max_tokens or self.max_new_tokens
             if done[i] or row.steps >= limit:

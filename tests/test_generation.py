@@ -254,6 +254,27 @@ def test_generate_stream_yields_what_generate_returns(fixture_pair, tmp_path, ch
     np.testing.assert_allclose(np.concatenate(chunks), out.waveform[0, : codes * 640].numpy(), atol=1e-5)
 
 
+def test_many_streams_decoded_together_equal_each_decoded_alone(fixture_pair):
+    from modeling_omnidrca.streaming_omnidrca import IncrementalSpeechDecoder, decode_together
+
+    codec = fixture_pair[1].speech_codec
+    vocab = int(np.prod(codec.config.fsq_levels))
+    streams = [torch.randint(0, vocab, (n,), generator=torch.Generator().manual_seed(n)).tolist() for n in (37, 52, 52)]
+    alone = [IncrementalSpeechDecoder(codec, 10) for _ in streams]
+    together = [IncrementalSpeechDecoder(codec, 10) for _ in streams]
+    want, got = [[] for _ in streams], [[] for _ in streams]
+    for start in range(0, 52, 5):  # 5 codes a step, as a server's rows grow together
+        for i, codes in enumerate(streams):
+            want[i] += alone[i].push(codes[start : start + 5])
+            assert together[i].push(codes[start : start + 5], decode=False) == []
+        for i, chunks in enumerate(decode_together(together)):
+            got[i] += chunks
+    for i in range(len(streams)):
+        assert len(got[i]) == len(want[i]) > 0 and sum(d.ready() for d in together) == 0
+        np.testing.assert_allclose(np.concatenate(got[i] + [together[i].flush()]),
+                                   np.concatenate(want[i] + [alone[i].flush()]), atol=1e-5)
+
+
 def test_generate_stream_runs_without_autograd(fixture_pair, tmp_path):
     processor, model = fixture_pair
     inputs = chat_inputs(processor, question(tmp_path))

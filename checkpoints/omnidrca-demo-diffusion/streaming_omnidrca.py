@@ -45,32 +45,76 @@ class IncrementalSpeechDecoder:
         self.codes: list[int] = []
         self.emitted = 0  # codes whose audio has been returned
 
-    def push(self, codes: Iterable) -> list[np.ndarray]:
+    def push(self, codes: Iterable, decode: bool = True) -> list[np.ndarray]:
+        """Add codes (or latent frames); returns the chunks now complete (none with `decode=False`: a batching
+        caller decodes many streams at once with `decode_together`)."""
         if self.continuous:
             self.codes.extend(torch.as_tensor(frame, dtype=torch.float32) for frame in codes)
         else:
             self.codes.extend(int(c) for c in codes)
         chunks = []
-        while len(self.codes) - self.emitted >= self.chunk_codes + self.context_codes:
+        while decode and self.ready():
             chunks.append(self._decode(self.emitted + self.chunk_codes))
         return chunks
+
+    def ready(self) -> bool:
+        """A whole chunk and its right context have arrived."""
+        return len(self.codes) - self.emitted >= self.chunk_codes + self.context_codes
 
     def flush(self) -> np.ndarray | None:
         return self._decode(len(self.codes)) if len(self.codes) > self.emitted else None
 
-    def _decode(self, stop: int) -> np.ndarray:
-        start = max(0, self.emitted - self.context_codes)
-        end = min(len(self.codes), stop + self.context_codes)
+    def window(self, stop: int) -> tuple[int, int]:
+        """The codes [start, end) decoded for the chunk that ends at `stop`: the chunk and its context."""
+        return max(0, self.emitted - self.context_codes), min(len(self.codes), stop + self.context_codes)
+
+    def frames(self, start: int, end: int) -> torch.Tensor:
+        """(T,) codes, or (T, d) latents, of a window."""
+        if self.continuous:
+            return torch.stack(self.codes[start:end])
+        return torch.tensor(self.codes[start:end])
+
+    def take(self, wave: torch.Tensor, start: int, stop: int) -> np.ndarray:
+        """The chunk's samples out of its decoded window; marks it emitted."""
         per_code = self.codec.config.samples_per_code
-        device = next(self.codec.parameters()).device
-        with torch.no_grad():
-            if self.continuous:
-                wave = self.codec.decode_continuous(torch.stack(self.codes[start:end])[None].to(device))[0]
-            else:
-                wave = self.codec.decode(torch.tensor([self.codes[start:end]], device=device))[0]
         chunk = wave[(self.emitted - start) * per_code : (stop - start) * per_code]
         self.emitted = stop
         return chunk.float().cpu().numpy()
+
+    def _decode(self, stop: int) -> np.ndarray:
+        start, end = self.window(stop)
+        return self.take(decode_windows(self.codec, self.frames(start, end)[None], self.continuous)[0], start, stop)
+
+
+def decode_windows(codec, frames: torch.Tensor, continuous: bool) -> torch.Tensor:
+    """(B, T) codes or (B, T, d) latents -> (B, samples), without a graph."""
+    device = next(codec.parameters()).device
+    with torch.no_grad():
+        if continuous:
+            return codec.decode_continuous(frames.to(device))
+        return codec.decode(frames.to(device))
+
+
+def decode_together(decoders: list[IncrementalSpeechDecoder]) -> list[list[np.ndarray]]:
+    """The ready chunks of many streams, decoded with one codec call per window shape instead of one per stream
+    (a server's rows reach their chunk boundaries together). Returns each decoder's chunks, in order."""
+    out: list[list[np.ndarray]] = [[] for _ in decoders]
+    while True:
+        ready = [i for i, d in enumerate(decoders) if d.ready()]
+        if not ready:
+            return out
+        groups: dict[tuple, list[tuple[int, int, int, int]]] = {}
+        for i in ready:
+            d = decoders[i]
+            stop = d.emitted + d.chunk_codes
+            start, end = d.window(stop)
+            groups.setdefault((end - start, d.continuous, id(d.codec)), []).append((i, start, end, stop))
+        for members in groups.values():
+            first = decoders[members[0][0]]
+            frames = torch.stack([decoders[i].frames(start, end) for i, start, end, _ in members])  # (n, T[, d])
+            waves = decode_windows(first.codec, frames, first.continuous)
+            for (i, start, _, stop), wave in zip(members, waves):
+                out[i].append(decoders[i].take(wave, start, stop))
 
 
 def receptive_radius_codes(codec_config) -> int:
@@ -109,10 +153,12 @@ class OmniDRCAStreamer:
         timeout: seconds the iterator waits for the next piece before raising `queue.Empty`.
         snap_to_codebook: diffusion head: decode the latents snapped to the codec's FSQ grid (as
             `diffusion_config.snap_to_codebook`; `generate_stream` passes the model's setting).
+        defer_audio: only collect codes in `put_step`; the owner decodes the audio of many streamers in one
+            codec call with `decode_streams` (a server's batch).
     """
 
     def __init__(self, processor, codec=None, chunk_steps: int = 5, context_codes: int | None = None,
-                 timeout: float | None = None, snap_to_codebook: bool = False):
+                 timeout: float | None = None, snap_to_codebook: bool = False, defer_audio: bool = False):
         if chunk_steps < 1:
             raise ValueError(f"`chunk_steps` must be at least 1 (5 Hz steps per audio chunk), got {chunk_steps}.")
         self.processor = processor
@@ -123,6 +169,7 @@ class OmniDRCAStreamer:
         self.timeout = timeout
         self.sampling_rate = None if codec is None else codec.config.sampling_rate
         self.snap_to_codebook = snap_to_codebook  # diffusion head: decode the latents snapped to the FSQ grid
+        self.defer_audio = defer_audio
         self.queue: queue.Queue = queue.Queue()
         self._end = object()
         self._reset()
@@ -132,6 +179,7 @@ class OmniDRCAStreamer:
         self.text_emitted = ""
         self.text_ended = False
         self.speech_ended = False
+        self.audio_done = False  # the last audio chunk has been queued
         self.audio_decoder = None
 
     def put_step(self, step: StreamStep) -> None:
@@ -167,10 +215,11 @@ class OmniDRCAStreamer:
                 if self.snap_to_codebook:
                     frames = self.codec.quantizer.codes_to_latents(torch.tensor(codes))
                 codes = list(frames)
-            chunks = self.audio_decoder.push(codes)
-            if self.speech_ended:
+            chunks = self.audio_decoder.push(codes, decode=not self.defer_audio)
+            if self.speech_ended and not self.defer_audio:
                 tail = self.audio_decoder.flush()
                 chunks += [tail] if tail is not None else []
+                self.audio_done = True
         if text_piece:
             self.queue.put(StreamPiece(text_piece, chunks.pop(0) if chunks else None))
         for chunk in chunks:
@@ -178,7 +227,12 @@ class OmniDRCAStreamer:
 
     def end(self) -> None:
         text = self.tokenizer.decode(self.text_ids, skip_special_tokens=True)
-        tail = self.audio_decoder.flush() if self.audio_decoder is not None and not self.speech_ended else None
+        tail = None
+        if self.audio_decoder is not None and not self.audio_done:  # deferred chunks not yet decoded, and the tail
+            pieces = self.audio_decoder.push([])
+            last = self.audio_decoder.flush()
+            pieces += [last] if last is not None else []
+            tail = np.concatenate(pieces) if pieces else None
         if text[len(self.text_emitted) :] or tail is not None:
             self.queue.put(StreamPiece(text[len(self.text_emitted) :], tail))
         self.queue.put(self._end)
@@ -212,4 +266,18 @@ class OmniDRCAStreamer:
         return item
 
 
-__all__ = ["IncrementalSpeechDecoder", "OmniDRCAStreamer", "StreamPiece", "receptive_radius_codes"]
+def decode_streams(streamers: list[OmniDRCAStreamer]) -> None:
+    """Decode the ready audio of many `defer_audio` streamers together and queue it; a streamer whose speech
+    has ended also gets its tail. Their pieces then come out of `drain()` as usual."""
+    active = [s for s in streamers if s.audio_decoder is not None and not s.audio_done]
+    for streamer, chunks in zip(active, decode_together([s.audio_decoder for s in active])):
+        if streamer.speech_ended:
+            tail = streamer.audio_decoder.flush()
+            chunks += [tail] if tail is not None else []
+            streamer.audio_done = True
+        for chunk in chunks:
+            streamer.queue.put(StreamPiece("", chunk))
+
+
+__all__ = ["IncrementalSpeechDecoder", "OmniDRCAStreamer", "StreamPiece", "decode_streams", "decode_together",
+           "receptive_radius_codes"]

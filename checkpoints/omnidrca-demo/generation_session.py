@@ -185,6 +185,21 @@ class GenerationSession:
         self.batch = int(keep.numel())
         return result
 
+    def trim_cache(self) -> int:
+        """Drop the leading KV positions that no live row attends to (left padding of rows that have left);
+        returns how many. A long-running batching session stays as wide as its longest live row, not its age."""
+        if self.cache is None or self.batch == 0:
+            return 0
+        if any(type(layer).__name__ != "DynamicLayer" for layer in self.cache.layers):
+            return 0  # sliding-window/recurrent layers keep their own positions; rows cannot join those anyway
+        first = int(self.attention_mask.any(0).int().argmax())  # first position some row attends to
+        if first == 0:
+            return 0
+        self.attention_mask = self.attention_mask[:, first:]
+        for layer in self.cache.layers:
+            layer.keys, layer.values = layer.keys[..., first:, :], layer.values[..., first:, :]
+        return first
+
     def _check_dynamic(self, what: str) -> None:
         s, opts = self.settings, self.settings.options
         if not opts.use_cache or opts.num_return_sequences > 1 or opts.records_steps or s.output_logits:
@@ -343,8 +358,9 @@ class GenerationSession:
             return result
         speech = self._answer_speech(self.speech_history[index], self.start[index], self.s_pad)  # (n, T)
         is_eos = speech == self.s_eos
-        ends = torch.where(is_eos.any(-1), is_eos.int().argmax(-1),
-                           torch.full_like(is_eos[:, 0], speech.shape[1], dtype=torch.long))
+        width = torch.full((speech.shape[0],), speech.shape[1], dtype=torch.long, device=speech.device)
+        # a row that leaves within its speech delay has no speech yet (argmax needs a non-empty axis)
+        ends = torch.where(is_eos.any(-1), is_eos.int().argmax(-1), width) if speech.shape[1] else width
         # a row that reached `max_new_tokens` while others ran on holds [pad] groups past its last real one
         ends = torch.minimum(ends, (self.lived[index] - self.delay).clamp(min=0) * self.k)
         result.speech_ids, result.speech_lengths = speech, ends
