@@ -46,18 +46,24 @@ class SamplingParams:
 
     temperature: float | None = None
     top_p: float | None = None
+    top_k: int | None = None
     seed: int | None = None
 
     @property
     def do_sample(self) -> bool:
         return bool(self.temperature)
 
+    @property
+    def seeded(self) -> bool:
+        """A seeded sampled request runs in a session of its own: the draws of a shared batch depend on who else
+        is in it, so only a session of its own reproduces the seed."""
+        return self.do_sample and self.seed is not None
+
     def session_key(self) -> tuple:
-        """Requests with equal keys share a session. A seeded sampled request gets its own: the draws of a
-        shared batch depend on who else is in it, so only a session of its own reproduces it."""
+        """Requests with equal keys (and no seed) share a session."""
         if not self.do_sample:
             return ("greedy",)
-        return ("sample", float(self.temperature), self.top_p, self.seed)
+        return ("sample", float(self.temperature), self.top_p, self.top_k)
 
     def generate_kwargs(self) -> dict:
         if not self.do_sample:
@@ -65,6 +71,8 @@ class SamplingParams:
         kwargs = {"do_sample": True, "temperature": float(self.temperature)}
         if self.top_p is not None:
             kwargs["top_p"] = float(self.top_p)
+        if self.top_k:
+            kwargs["top_k"] = int(self.top_k)
         if self.seed is not None:
             kwargs["seed"] = int(self.seed)
         return kwargs
@@ -117,6 +125,7 @@ class Failed:
     status: int  # the HTTP status it maps to (400 bad request, 408 timeout, 500 engine error)
     message: str
     code: str
+    error: BaseException | None = None  # what was raised, for in-process callers (never sent to HTTP clients)
 
 
 Event = TextDelta | AudioDelta | Finished | Failed
@@ -266,9 +275,10 @@ class Engine:
                     self._admit(block=not self._sessions)
                     for key in list(self._sessions):
                         self._step(key)
-            except Exception:  # a bug must not kill the thread that every request waits on
+            except Exception as error:  # a bug must not kill the thread that every request waits on
                 logger.exception("engine iteration failed")
-                self._fail_everyone(500, "The model failed while answering; see the server log.", "engine_error")
+                self._fail_everyone(500, "The model failed while answering; see the server log.", "engine_error",
+                                    error)
 
     def _admit(self, block: bool) -> None:
         """Move queued requests into sessions while rows are free (waits briefly when nothing is running)."""
@@ -289,10 +299,19 @@ class Engine:
                 handle.emit(Failed(400, f"Could not build the prompt: {error}", "invalid_prompt"))
                 continue
             request = handle.request
-            joining.setdefault((request.mode, request.sampling.session_key()), []).append((handle, inputs))
+            key = (request.mode, request.sampling.session_key()) + ((handle.id,) if request.sampling.seeded else ())
+            joining.setdefault(key, []).append((handle, inputs))
             free -= 1
         for key, group in joining.items():
-            self._join(key, group)
+            try:
+                self._join(key, group)
+            except Exception as error:  # the prefill failed: these requests, and the session it may have left
+                logger.exception("prefill failed")  # half-updated, end; other sessions run on
+                broken = self._sessions.pop(key, None)
+                handles = [handle for handle, _ in group] + ([row.handle for row in broken.rows] if broken else [])
+                for handle in dict.fromkeys(handles):
+                    handle.emit(Failed(500, "The model failed while reading the prompt; see the server log.",
+                                       "engine_error", error))
 
     def _tokenize(self, request: ChatRequest) -> dict:
         return self.processor.apply_chat_template(request.conversation, add_generation_prompt=True, tokenize=True,
@@ -369,11 +388,13 @@ class Engine:
         handle.emit(Failed(408, f"The request took longer than its {limit:g} s limit and was stopped.", "timeout"))
         return True
 
-    def _fail_everyone(self, status: int, message: str, code: str) -> None:
+    def _fail_everyone(self, status: int, message: str, code: str, error: BaseException | None = None) -> None:
         for live in self._sessions.values():
             for row in live.rows:
-                row.handle.emit(Failed(status, message, code))
+                row.handle.emit(Failed(status, message, code, error))
         self._sessions.clear()
+        if error is not None:  # a failed step: the queued requests have not been tried, they may still succeed
+            return
         while True:
             try:
                 self._queue.get_nowait().emit(Failed(status, message, code))

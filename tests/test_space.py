@@ -170,14 +170,12 @@ def test_bad_inputs_become_a_message_in_the_chat(registry, tmp_path):
 @pytest.mark.parametrize("spoke_first", [False, True], ids=["at-once", "after-some-speech"])
 def test_a_model_failure_names_the_exception_resets_the_player_and_the_page_keeps_serving(
         registry, monkeypatch, caplog, spoke_first):
-    model = registry.get(str(DEMO)).model
-
-    def failing_stream(*args, **kwargs):
+    def failing_stream(loaded, conversation, mode, sampling):
         if spoke_first:  # the live player already has audio when the model fails
             yield "seven", 0.1 * np.ones(6400, np.float32)
         raise RuntimeError("boom: the __init__ of something went wrong")
 
-    monkeypatch.setattr(model, "generate_stream", failing_stream)
+    monkeypatch.setattr("omnidrca_space.ui.stream_answer", failing_stream)
     earlier = [{"role": "user", "content": "earlier"}, {"role": "assistant", "content": "an answer"}]
     with caplog.at_level(logging.ERROR, logger="omnidrca_space"), pytest.warns(UserWarning, match="RuntimeError"):
         steps = run(handler(registry), history=earlier, turns=earlier)
@@ -272,3 +270,36 @@ def test_a_diffusion_head_checkpoint_answers_through_the_same_page(tmp_path):
     assert registry.get(str(folder)).model.config.speech_head_type == "diffusion"
     assert history[1]["content"] == ANSWER  # the text stream is the demo's own
     assert wav_path is not None and "omnidrca-demo-diffusion: answered" in status
+
+
+def test_an_engine_failure_reaches_the_page_with_its_type_and_the_engine_keeps_serving(registry, monkeypatch):
+    from modeling_omnidrca.generation_session import GenerationSession
+
+    real_step = GenerationSession.step
+    calls = []
+
+    def step(session, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 4:  # after some speech: a failure in the middle of the batch's step
+            raise RuntimeError("boom in the speech head")
+        return real_step(session, *args, **kwargs)
+
+    monkeypatch.setattr(GenerationSession, "step", step)
+    with pytest.warns(UserWarning, match="RuntimeError"):
+        history = run(handler(registry))[-1][0]
+    assert "`RuntimeError: boom in the speech head`" in history[-1]["content"]
+    assert run(handler(registry), mode="Text")[-1][0][-1]["content"] == ANSWER  # the engine thread lives on
+
+
+def test_visitors_asking_at_the_same_time_are_answered_in_one_batch(registry):
+    import threading
+
+    engine = registry.get(str(DEMO)).engine()
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(run(handler(registry))[-1])) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert len(results) == 4 and all(r[0][-2]["content"] == ANSWER for r in results)  # text, then the wav
+    assert engine.largest_batch >= 2

@@ -147,11 +147,11 @@ def test_a_failed_answer_names_the_error_and_leaves_no_player_playing(page, monk
 
     registry = ModelRegistry("cpu")
 
-    def failing_stream(*args, **kwargs):
+    def failing_stream(loaded, conversation, mode, sampling):
         raise RuntimeError("boom in the speech head")
         yield  # a generator, like the real one
 
-    monkeypatch.setattr(registry.get(str(DEMO)).model, "generate_stream", failing_stream)
+    monkeypatch.setattr("omnidrca_space.ui.stream_answer", failing_stream)
     ffmpeg = find_ffmpeg()
     if ffmpeg:  # what app.py's `use_ffmpeg` sets for its whole process, here for this test only
         monkeypatch.setenv("PATH", f"{ffmpeg_bin_dir(ffmpeg)}{os.pathsep}{os.environ.get('PATH', '')}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +15,25 @@ DEFAULT_MODEL = CHECKPOINTS / "omnidrca-demo"
 
 @dataclass
 class LoadedModel:
-    """A model and its processor, ready to answer."""
+    """A model and its processor, ready to answer; `engine()` batches every visitor's answer together."""
 
     name: str
     model: Any  # OmniDRCAForConditionalGeneration (from trust_remote_code)
     processor: Any  # OmniDRCAProcessor
     load_seconds: float
+    _engine: Any = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def engine(self):
+        """The model's serving engine (`serving.engine.Engine`), started on first use: visitors asking at the
+        same time are answered in one batch, each joining at the next step, as the API server does."""
+        with self._lock:
+            if self._engine is None:
+                from serving.engine import Engine
+
+                # torch_threads=None: app.py's --threads already set this process's torch threads
+                self._engine = Engine(self.model, self.processor, max_new_tokens=256, torch_threads=None).start()
+            return self._engine
 
     @property
     def sampling_rate(self) -> int:
