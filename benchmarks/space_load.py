@@ -1,6 +1,6 @@
 """The Space under load: per-request latency of one visitor, then concurrent visitors, in both answer modes.
 
-    python benchmarks/space_load.py [--clients 8] [--requests 5] [--single 10] [--threads 1] [--concurrency 2]
+    python benchmarks/space_load.py [--clients 8] [--requests 5] [--single 10] [--threads 1] [--concurrency 16]
     python benchmarks/space_load.py --url http://127.0.0.1:7860/      # an app that is already running
 
 Without `--url` it starts `python space/app.py` (demo model; `--threads`/`--concurrency` as the app's, whose
@@ -60,7 +60,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=5, help="requests per client")
     parser.add_argument("--single", type=int, default=10, help="sequential requests for the one-visitor latency")
     parser.add_argument("--threads", type=int, default=1, help="the started app's torch threads")
-    parser.add_argument("--concurrency", type=int, default=2, help="the started app's answers at once")
+    parser.add_argument("--concurrency", type=int, default=16, help="the started app's visitors answered at once")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
 

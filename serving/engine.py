@@ -247,7 +247,7 @@ class Engine:
 
     def submit(self, request: ChatRequest, loop: asyncio.AbstractEventLoop | None = None) -> RequestHandle:
         """Queue `request`; pass the running event loop to iterate the handle with `async for`."""
-        if self._thread is None or not self._thread.is_alive():
+        if not self.running:
             raise RuntimeError("The engine is not running: call `engine.start()` first.")
         handle = RequestHandle(request, loop)
         try:
@@ -255,6 +255,11 @@ class Engine:
         except queue.Full:
             raise EngineBusy(f"The server is busy ({self._queue.maxsize} requests already waiting); retry shortly.")
         return handle
+
+    @property
+    def running(self) -> bool:
+        """The engine thread is alive (a health check restarts a server whose engine died)."""
+        return self._thread is not None and self._thread.is_alive()
 
     @property
     def live_rows(self) -> int:

@@ -7,7 +7,7 @@ prints `* Running on local URL:  http://127.0.0.1:7860`. Options (each also an e
     --host / --port          GRADIO_SERVER_NAME / GRADIO_SERVER_PORT (gradio's own; 127.0.0.1:7860)
     --device cpu|cuda        OMNIDRCA_DEVICE       default: cuda when available
     --threads N              OMNIDRCA_THREADS      torch threads (default 1, see below)
-    --concurrency N          OMNIDRCA_CONCURRENCY  answers generated at once; the rest wait in the queue (default 2)
+    --concurrency N          OMNIDRCA_CONCURRENCY  visitors answered at once, in one batch; the rest queue (default 16)
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default=os.environ.get("OMNIDRCA_DEVICE"), help="cpu / cuda (default: cuda if any)")
     parser.add_argument("--threads", type=int, default=int(os.environ.get("OMNIDRCA_THREADS", "1")),
                         help="torch threads per process (default 1)")
-    parser.add_argument("--concurrency", type=int, default=int(os.environ.get("OMNIDRCA_CONCURRENCY", "2")),
-                        help="answers generated at once (default 2)")
+    parser.add_argument("--concurrency", type=int, default=int(os.environ.get("OMNIDRCA_CONCURRENCY", "16")),
+                        help="visitors answered at once, batched by one engine thread (default 16)")
     parser.add_argument("--max-queue", type=int, default=64, help="requests waiting beyond this are turned away")
     return parser.parse_args(argv)
 
@@ -53,8 +53,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     # Generation is one small matrix-vector step after another: on a 2-vCPU box every step pays the
     # thread-pool hand-off with 2 threads (48 ms vs 3.7 ms per backbone step, README "Generation speed"; here
-    # 0.75 s vs 0.15 s per text answer, space/README.md). One thread per answer, `--concurrency` answers at
-    # once, uses the cores better.
+    # 0.75 s vs 0.15 s per text answer, space/README.md). The model's engine thread steps every visitor's answer
+    # in one batch on one thread; the handlers only wait for its events.
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no phoning home from an offline machine
     import torch
@@ -69,8 +69,8 @@ def main(argv: list[str] | None = None) -> None:
     else:
         print("ffmpeg not found (pip install imageio-ffmpeg): the spoken answer plays when complete, not live.")
     demo = build_demo(args.model, registry=ModelRegistry(args.device), stream_audio=streaming)
-    # Requests beyond `concurrency` wait in gradio's queue (each visitor sees their place) instead of
-    # oversubscribing the CPU; `max_size` bounds the wait.
+    # `concurrency` visitors are answered together (their rows share the engine's batch); more wait in gradio's
+    # queue, each seeing their place; `max_size` bounds the wait.
     demo.queue(default_concurrency_limit=args.concurrency, max_size=args.max_queue)
     # 25 MB holds 30 s of 48 kHz stereo float wav, the longest clip accepted; gradio refuses bigger uploads itself.
     demo.launch(server_name=args.host, server_port=args.port, show_error=True, max_file_size="25mb")
