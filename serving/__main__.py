@@ -19,6 +19,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max-tokens", type=int, default=256, help="longest answer in 0.2 s steps")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds a request may take")
     p.add_argument("--torch-threads", type=int, default=1, help="torch intra-op threads (1 is fastest on small CPUs)")
+    p.add_argument("--max-context", type=int, default=None,
+                   help="most positions a conversation plus its answer may take (default: the backbone's)")
     p.add_argument("--max-audio-seconds", type=float, default=30.0, help="longest input clip")
     p.add_argument("--max-body-mb", type=float, default=25.0, help="largest request body")
     p.add_argument("--log-level", default="info")
@@ -35,7 +37,8 @@ def main(argv=None) -> None:
     app = build_app(args.model, served_name=args.served_model_name, api_key=args.api_key, device=args.device,
                     max_batch=args.max_batch, max_queue=args.max_queue, max_tokens=args.max_tokens,
                     timeout=args.timeout, torch_threads=args.torch_threads,
-                    max_audio_seconds=args.max_audio_seconds, max_body_bytes=int(args.max_body_mb * 1024 * 1024))
+                    max_audio_seconds=args.max_audio_seconds, max_body_bytes=int(args.max_body_mb * 1024 * 1024),
+                    max_context=args.max_context)
     print(f"serving {app.state.config.model_name!r} on http://{args.host}:{args.port}/v1 "
           f"(max batch {args.max_batch}{', API key required' if app.state.config.api_key else ''})", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)

@@ -19,7 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .audio import AudioError, b64, encode_audio, pcm16_bytes, read_audio
+from .audio import AudioError, Pcm16Stream, b64, encode_audio, read_audio
 from .engine import AudioDelta, ChatRequest, Engine, EngineBusy, Failed, Finished, RequestHandle, TextDelta
 from .limits import ApiKeyAndBodyLimit
 from .protocol import (
@@ -279,6 +279,7 @@ async def _chat_stream(handle: RequestHandle, options: ChatOptions, config: Serv
     base = {"id": new_id("chatcmpl"), "object": "chat.completion.chunk", "created": int(time.time()),
             "model": config.model_name}
     audio_id = new_id("audio")
+    pcm = Pcm16Stream(rate)  # one resampler per answer: chunks join without seams
 
     def chunk(delta: dict, finish: str | None = None, **extra) -> str:
         choices = [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]
@@ -293,8 +294,13 @@ async def _chat_stream(handle: RequestHandle, options: ChatOptions, config: Serv
                     delta["audio"] = {"id": audio_id, "transcript": event.text}
                 yield chunk(delta)
             elif isinstance(event, AudioDelta):
-                yield chunk({"audio": {"id": audio_id, "data": b64(pcm16_bytes(event.audio, rate))}})
+                data = pcm.push(event.audio)
+                if data:
+                    yield chunk({"audio": {"id": audio_id, "data": b64(data)}})
             elif isinstance(event, Finished):
+                tail = pcm.flush()
+                if tail:
+                    yield chunk({"audio": {"id": audio_id, "data": b64(tail)}})
                 yield chunk({}, event.finish_reason)
                 if options.include_usage:
                     yield f"data: {json.dumps({**base, 'choices': [], 'usage': usage_body(event)})}\n\n"

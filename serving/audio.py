@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import math
 import shutil
 import subprocess
 
@@ -106,6 +107,62 @@ def pcm16_bytes(wave: np.ndarray, rate: int) -> bytes:
     """Raw 16-bit little-endian mono at OpenAI's 24 kHz."""
     if rate != PCM16_RATE and len(wave):
         wave = resample(np.asarray(wave, dtype=np.float32), rate, PCM16_RATE)
+    return _to_pcm16(wave)
+
+
+class StreamingResampler:
+    """Resamples a stream chunk by chunk into exactly the samples of resampling it whole: an output sample is
+    released once the input it depends on (the filter's reach, `margin`) has arrived, and `flush` releases the
+    rest. Resampling each chunk on its own would instead put a click at every chunk boundary."""
+
+    def __init__(self, orig_sr: int, target_sr: int, zero_crossings: int = 32, rolloff: float = 0.96):
+        g = math.gcd(orig_sr, target_sr)
+        self.orig, self.target, self.up, self.down = orig_sr, target_sr, target_sr // g, orig_sr // g
+        # input samples an output depends on either side (`audio_utils.resample`'s filter half-length), plus a block
+        self.margin = math.ceil(zero_crossings / (rolloff * min(1.0, self.up / self.down))) + self.down
+        self.buffer = np.zeros(0, np.float32)
+        self.offset = 0  # input index of buffer[0]; a multiple of `down`, so its outputs fall on the output grid
+        self.received = 0
+        self.emitted = 0  # output samples released
+
+    def push(self, chunk: np.ndarray) -> np.ndarray:
+        self.buffer = np.concatenate([self.buffer, np.asarray(chunk, dtype=np.float32)])
+        self.received += len(chunk)
+        return self._release(max(0, (self.received - self.margin) * self.up // self.down))
+
+    def flush(self) -> np.ndarray:
+        return self._release(round(self.received * self.up / self.down))
+
+    def _release(self, limit: int) -> np.ndarray:
+        if limit <= self.emitted:
+            return np.zeros(0, np.float32)
+        if self.up == self.down:
+            out = self.buffer[self.emitted - self.offset : limit - self.offset]
+        else:
+            start = self.offset * self.up // self.down  # the output index of the buffer's first output
+            out = resample(self.buffer, self.orig, self.target)[self.emitted - start : limit - start]
+        self.emitted = limit
+        keep = max(0, self.emitted * self.down // self.up - self.margin)  # input no later output reaches is dropped
+        keep -= keep % self.down
+        if keep > self.offset:
+            self.buffer, self.offset = self.buffer[keep - self.offset :], keep
+        return out
+
+
+class Pcm16Stream:
+    """A stream of float chunks at `rate` -> OpenAI's pcm16 bytes at 24 kHz, chunk by chunk, without seams."""
+
+    def __init__(self, rate: int):
+        self.resampler = StreamingResampler(rate, PCM16_RATE)
+
+    def push(self, chunk: np.ndarray) -> bytes:
+        return _to_pcm16(self.resampler.push(chunk))
+
+    def flush(self) -> bytes:
+        return _to_pcm16(self.resampler.flush())
+
+
+def _to_pcm16(wave: np.ndarray) -> bytes:
     return (np.clip(wave, -1.0, 1.0) * 32767.0).round().astype("<i2").tobytes()
 
 
@@ -120,5 +177,5 @@ def b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-__all__ = ["INPUT_FORMATS", "OUTPUT_FORMATS", "PCM16_RATE", "AudioError", "b64", "decode_base64", "encode_audio",
-           "pcm16_bytes", "pcm16_to_wave", "read_audio"]
+__all__ = ["INPUT_FORMATS", "OUTPUT_FORMATS", "PCM16_RATE", "AudioError", "Pcm16Stream", "StreamingResampler", "b64",
+           "decode_base64", "encode_audio", "pcm16_bytes", "pcm16_to_wave", "read_audio"]

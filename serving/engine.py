@@ -210,10 +210,13 @@ class Engine:
         chunk_steps: audio is decoded and sent every this many steps (0.2 s of speech each).
         timeout: default seconds a request may take from submission to its last event.
         torch_threads: intra-op threads of this process's torch (one is fastest for small batches on a CPU).
+        max_context: most positions a conversation and its answer may take (default: the backbone's
+            `max_position_embeddings`); longer ones are refused with a 400 before they reach the batch.
     """
 
     def __init__(self, model, processor, *, max_batch: int = 32, max_queue: int = 64, max_new_tokens: int = 256,
-                 max_joins: int = 4, chunk_steps: int = 2, timeout: float = 120.0, torch_threads: int | None = 1):
+                 max_joins: int = 4, chunk_steps: int = 2, timeout: float = 120.0, torch_threads: int | None = 1,
+                 max_context: int | None = None):
         for name, value in (("max_batch", max_batch), ("max_queue", max_queue), ("max_new_tokens", max_new_tokens),
                             ("max_joins", max_joins), ("chunk_steps", chunk_steps)):
             if int(value) < 1:
@@ -223,6 +226,8 @@ class Engine:
         self.max_joins = int(max_joins)
         self.timeout, self.torch_threads = float(timeout), torch_threads
         self.sampling_rate = int(model.speech_codec.config.sampling_rate)
+        # positions the backbone has: a prompt plus its answer (one position per 5 Hz step) must fit
+        self.context_length = max_context or getattr(model.config.get_text_config(), "max_position_embeddings", None)
         self._queue: queue.Queue[RequestHandle] = queue.Queue(maxsize=int(max_queue))
         self._sessions: dict[tuple, _Live] = {}
         self._stop = threading.Event()
@@ -303,6 +308,8 @@ class Engine:
             except (ValueError, TypeError, KeyError) as error:
                 handle.emit(Failed(400, f"Could not build the prompt: {error}", "invalid_prompt"))
                 continue
+            if self._too_long(handle, inputs["input_ids"].shape[1]):
+                continue
             request = handle.request
             key = (request.mode, request.sampling.session_key()) + ((handle.id,) if request.sampling.seeded else ())
             joining.setdefault(key, []).append((handle, inputs))
@@ -317,6 +324,15 @@ class Engine:
                 for handle in dict.fromkeys(handles):
                     handle.emit(Failed(500, "The model failed while reading the prompt; see the server log.",
                                        "engine_error", error))
+
+    def _too_long(self, handle: RequestHandle, prompt_tokens: int) -> bool:
+        answer = handle.request.max_tokens or self.max_new_tokens
+        if self.context_length is None or prompt_tokens + answer <= self.context_length:
+            return False
+        handle.emit(Failed(400, f"The conversation is {prompt_tokens} tokens; with up to {answer} answer steps it "
+                           f"exceeds the model's context of {self.context_length} positions. Send fewer or shorter "
+                           "turns, or a smaller max_tokens.", "context_length_exceeded"))
+        return True
 
     def _tokenize(self, request: ChatRequest) -> dict:
         return self.processor.apply_chat_template(request.conversation, add_generation_prompt=True, tokenize=True,

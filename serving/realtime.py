@@ -31,7 +31,7 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 from modeling_omnidrca.processing_omnidrca import SYSTEM_PROMPTS
 
 from .app import submit
-from .audio import PCM16_RATE, AudioError, b64, decode_base64, pcm16_bytes, pcm16_to_wave
+from .audio import PCM16_RATE, AudioError, Pcm16Stream, b64, decode_base64, pcm16_to_wave
 from .engine import AudioDelta, ChatRequest, Engine, Failed, Finished, RequestHandle, SamplingParams, TextDelta
 from .protocol import MAX_TEXT_CHARS, VOICES, APIError, ServerConfig, new_id, sampling_from
 
@@ -282,6 +282,7 @@ class Connection:
             await asyncio.wait([response.task])
 
     async def stream(self, response: Response) -> None:
+        pcm = Pcm16Stream(self.engine.sampling_rate)  # one resampler per answer: chunks join without seams
         try:
             async for event in response.handle:
                 if isinstance(event, TextDelta):
@@ -290,9 +291,13 @@ class Connection:
                         "response.output_text.delta"
                     await self.send(kind, **self.where(response), delta=event.text)
                 elif isinstance(event, AudioDelta):
-                    audio = b64(pcm16_bytes(event.audio, self.engine.sampling_rate))
-                    await self.send("response.output_audio.delta", **self.where(response), delta=audio)
+                    audio = pcm.push(event.audio)
+                    if audio:
+                        await self.send("response.output_audio.delta", **self.where(response), delta=b64(audio))
                 elif isinstance(event, Finished):
+                    tail = pcm.flush()
+                    if tail:
+                        await self.send("response.output_audio.delta", **self.where(response), delta=b64(tail))
                     await self.finish(response, event)
                 elif isinstance(event, Failed):
                     await self.fail(response, APIError(event.status, event.message, code=event.code))

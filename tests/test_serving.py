@@ -14,6 +14,7 @@ import openai
 import pytest
 import soundfile as sf
 
+from modeling_omnidrca.audio_utils import resample
 from modeling_omnidrca.processing_omnidrca import SYSTEM_PROMPTS
 from serving.server import ServerThread, build_app, load_model
 
@@ -111,7 +112,9 @@ def test_streamed_chat_sends_text_and_pcm16_audio_as_made(client, reference):
         finish = chunk.choices[0].finish_reason or finish
     assert text == transcript == want_text and finish == "stop"
     assert audio_chunks > 1  # the answer arrived in pieces, not at the end
-    assert len(pcm) // 2 == pytest.approx(len(want_wave) * 24000 / 16000, abs=audio_chunks)  # pcm16 at 24 kHz
+    # pcm16 at 24 kHz: the chunks join into the whole answer resampled at once (no seams at chunk boundaries)
+    want_pcm = np.clip(resample(want_wave, 16000, 24000), -1, 1) * 32767
+    np.testing.assert_allclose(np.frombuffer(pcm, "<i2"), want_pcm, atol=10)
     assert usage.completion_tokens_details.audio_tokens * 640 == len(want_wave)
 
 
@@ -195,7 +198,8 @@ def wait_until_idle(engine, seconds: float = 10.0) -> None:
 
 
 def test_a_client_that_goes_away_frees_its_row():
-    app = build_app(str(TINY), max_tokens=4000)  # random weights: the answer only ends at max_tokens
+    # random weights: the answer only ends at max_tokens (the tiny backbone has 512 positions; RoPE runs past them)
+    app = build_app(str(TINY), max_tokens=4000, max_context=100_000)
     engine = app.state.engine
     body = {"model": "tiny-random-omnidrca", "messages": [audio_message("seven_plus_twelve")],
             "modalities": ["text", "audio"], "audio": {"voice": "alloy", "format": "pcm16"}, "stream": True}

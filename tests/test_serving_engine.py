@@ -114,7 +114,7 @@ def test_max_tokens_ends_the_answer_with_length(demo):
 
 
 def test_cancelled_and_timed_out_requests_leave_the_batch(tiny):
-    engine = engine_for(tiny, max_new_tokens=5000)
+    engine = engine_for(tiny, max_new_tokens=5000, max_context=100_000)
     question = spoken("seven_plus_twelve")
     try:
         cancelled = engine.submit(ChatRequest(question, mode="audio"))
@@ -132,7 +132,7 @@ def test_cancelled_and_timed_out_requests_leave_the_batch(tiny):
 
 
 def test_a_full_queue_refuses_and_a_bad_prompt_fails_alone(tiny):
-    engine = engine_for(tiny, max_batch=1, max_queue=1, max_new_tokens=5000)
+    engine = engine_for(tiny, max_batch=1, max_queue=1, max_new_tokens=5000, max_context=100_000)
     try:
         running = engine.submit(ChatRequest(spoken("seven_plus_twelve")))
         next(iter(running))  # admitted: with max_batch=1 the next one waits in the queue
@@ -167,3 +167,16 @@ def test_requests_are_checked():
     with pytest.raises(ValueError, match="max_tokens must be at least 1"):
         ChatRequest([], max_tokens=0)
     assert SamplingParams(temperature=0).generate_kwargs() == {"do_sample": False}
+
+
+def test_a_conversation_longer_than_the_context_is_refused(tiny):
+    engine = engine_for(tiny, max_new_tokens=8)
+    limit = engine.context_length  # the tiny backbone's positions
+    try:
+        long_text = " ".join(["word"] * limit)
+        _, _, last = drain(engine.submit(ChatRequest([{"role": "user", "content": long_text}])))
+        fits = drain(engine.submit(ChatRequest([{"role": "user", "content": "word"}], max_tokens=4)))[2]
+    finally:
+        engine.stop()
+    assert isinstance(last, Failed) and last.status == 400 and last.code == "context_length_exceeded"
+    assert f"context of {limit} positions" in last.message and isinstance(fits, Finished)

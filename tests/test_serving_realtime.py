@@ -30,7 +30,7 @@ MAX_TOKENS = 1000  # a whole tiny answer takes seconds: long enough to cancel it
 
 @pytest.fixture(scope="module")
 def server():
-    app = build_app(str(TINY), max_tokens=MAX_TOKENS, max_audio_seconds=5)
+    app = build_app(str(TINY), max_tokens=MAX_TOKENS, max_audio_seconds=5, max_context=100_000)
     with ServerThread(app) as url:
         yield app, url
 
