@@ -2,15 +2,15 @@
 
     python benchmarks/serving.py [--clients 1 4 16 32] [--requests-per-client 4] [--max-batch 32] [--json PATH]
 
-Starts the server in this process (`serving.server.ServerThread`: one uvicorn thread + the engine thread) twice
-with the demo checkpoint: `max_batch=--max-batch` (continuous batching) and `max_batch=1` (one at a time, same
+Starts the server (`python -m serving`, in its own process as deployed: one uvicorn thread + the engine thread +
+the request-preparing worker) twice with the demo checkpoint: `max_batch=--max-batch` (continuous batching) and `max_batch=1` (one at a time, same
 code otherwise), each built once and reused for every level. Per server, output kind (text; text+speech as
 streamed pcm16) and number of clients, the clients (asyncio + httpx, one task each) send
 `--requests-per-client` streamed chat completions back-to-back, each a spoken question from the demo's
 `examples/*.wav` (round-robin, greedy). Latency = request sent -> `[DONE]`; first text / first audio = request
 sent -> the first SSE chunk with `delta.content` / `delta.audio.data`. A failure is an HTTP error, an error
 chunk, or an empty answer (no text, or no audio when speech was asked for). Requests/s = completed requests /
-wall time of the level. The clients share the machine (and the GIL) with the server.
+wall time of the level. The clients share the machine's cores with the server, not its interpreter.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import asyncio
 import base64
 import json
 import os
+import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -30,7 +31,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from serving.server import ServerThread, build_app  # noqa: E402
+from serving.server import free_port  # noqa: E402
 
 MODEL = ROOT / "checkpoints" / "omnidrca-demo"
 KINDS = {"text": ["text"], "text+speech": ["text", "audio"]}
@@ -141,15 +142,36 @@ async def run_level(url: str, server: str, kind: str, clients: int, per_client: 
                  pct([s.first_audio for s in good if s.first_audio is not None], 95), errors[:5])
 
 
-def bench_server(args: argparse.Namespace, name: str, max_batch: int, wavs: list[str]) -> tuple[list[Level], dict]:
-    """Build one server, warm it up, and run every kind x clients level against it."""
+def start_server(args: argparse.Namespace, max_batch: int) -> tuple[subprocess.Popen, str]:
+    """`python -m serving` in its own process (as deployed: the clients do not share its interpreter)."""
     import httpx
 
-    app = build_app(str(args.model), max_batch=max_batch, max_queue=max(64, 2 * max(args.clients)),
-                    torch_threads=args.threads, device=args.device)
-    served = app.state.config.model_name
+    port = free_port()
+    cmd = [sys.executable, "-m", "serving", "--model", str(args.model), "--port", str(port), "--log-level", "warning",
+           "--max-batch", str(max_batch), "--max-queue", str(max(64, 2 * max(args.clients))),
+           "--torch-threads", str(args.threads)] + (["--device", args.device] if args.device else [])
+    server = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL)
+    url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"the server exited with {server.returncode}: {' '.join(cmd)}")
+        try:
+            if httpx.get(url + "/health", timeout=2).status_code == 200:
+                return server, url
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    server.kill()
+    raise RuntimeError("the server did not start within 300 s")
+
+
+def bench_server(args: argparse.Namespace, name: str, max_batch: int, wavs: list[str]) -> tuple[list[Level], dict]:
+    """Start one server, warm it up, and run every kind x clients level against it."""
+    import httpx
+
+    server, url = start_server(args, max_batch)
+    served = httpx.get(url + "/v1/models", timeout=30).json()["data"][0]["id"]
     levels = []
-    with ServerThread(app) as url:
+    try:
         for kind in KINDS:  # warm-up: one request of each kind
             warm = asyncio.run(run_level(url, name, kind, 1, 1, [chat_body(served, wavs[0], kind)]))
             if warm.failures:
@@ -162,6 +184,9 @@ def bench_server(args: argparse.Namespace, name: str, max_batch: int, wavs: list
                       file=sys.stderr, flush=True)
                 levels.append(level)
         health = httpx.get(f"{url}/health", timeout=30).json()
+    finally:
+        server.terminate()
+        server.wait(30)
     return levels, health
 
 

@@ -1,10 +1,11 @@
 """Continuous batching: one engine thread owns the model and steps shared generation sessions.
 
 ```
- submit(ChatRequest) ─► bounded queue (EngineBusy when full) ─► engine thread
+ submit(ChatRequest) ─► waiting room (bounded: EngineBusy when full; a worker thread tokenizes each request and
+                        encodes its audio as it arrives, alongside the steps) ─► engine thread
  engine thread, every iteration:
-   admit   queued requests, up to `max_batch` live rows: tokenize each, pad them together, `session.add_rows`
-           (one session per sampling setting: rows of a session share its sampling and mode)
+   admit   prepared requests, up to `max_joins` at a time and `max_batch` live rows: pad their embeddings
+           together, `session.add_rows` (one session per sampling setting: its rows share sampling and mode)
    step    every session one 5 Hz row (`session.step()`); each row's streamer turns it into text/audio events
    leave   rows whose streams ended, that hit their `max_tokens`, timed out or were cancelled: `remove_rows`,
            then `trim_cache` drops the KV positions no live row attends to
@@ -17,167 +18,33 @@ answer of a batch. Events reach the caller through its `RequestHandle`, iterated
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
-import queue
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from modeling_omnidrca.generation_session import GenerationSession
 from modeling_omnidrca.generation_settings import GenerationSettings, PromptBatch, StreamStep
 from modeling_omnidrca.streaming_omnidrca import OmniDRCAStreamer, decode_streams
 
+from .admission import Refused, WaitingRoom
+from .engine_types import (
+    MODES,
+    AudioDelta,
+    ChatRequest,
+    EngineBusy,
+    Event,
+    Failed,
+    Finished,
+    RequestHandle,
+    SamplingParams,
+    TextDelta,
+    Usage,
+)
+
 logger = logging.getLogger(__name__)
-MODES = ("text", "audio")
-
-
-class EngineBusy(RuntimeError):
-    """The engine's queue is full: the caller should answer 429 and let the client retry."""
-
-
-@dataclass(frozen=True)
-class SamplingParams:
-    """How a request samples. Greedy unless `temperature` > 0 (the demo's evaluated setting is greedy)."""
-
-    temperature: float | None = None
-    top_p: float | None = None
-    top_k: int | None = None
-    seed: int | None = None
-
-    @property
-    def do_sample(self) -> bool:
-        return bool(self.temperature)
-
-    @property
-    def seeded(self) -> bool:
-        """A seeded sampled request runs in a session of its own: the draws of a shared batch depend on who else
-        is in it, so only a session of its own reproduces the seed."""
-        return self.do_sample and self.seed is not None
-
-    def session_key(self) -> tuple:
-        """Requests with equal keys (and no seed) share a session."""
-        if not self.do_sample:
-            return ("greedy",)
-        return ("sample", float(self.temperature), self.top_p, self.top_k)
-
-    def generate_kwargs(self) -> dict:
-        if not self.do_sample:
-            return {"do_sample": False}
-        kwargs = {"do_sample": True, "temperature": float(self.temperature)}
-        if self.top_p is not None:
-            kwargs["top_p"] = float(self.top_p)
-        if self.top_k:
-            kwargs["top_k"] = int(self.top_k)
-        if self.seed is not None:
-            kwargs["seed"] = int(self.seed)
-        return kwargs
-
-
-@dataclass
-class ChatRequest:
-    """One conversation to answer: the processor's chat format (audio items hold float arrays)."""
-
-    conversation: list[dict]
-    mode: str = "text"  # "text", or "audio" for text and speech
-    sampling: SamplingParams = field(default_factory=SamplingParams)
-    max_tokens: int | None = None  # answer rows (5 Hz steps); None: the engine's limit
-    timeout: float | None = None  # seconds from submission; None: the engine's
-
-    def __post_init__(self):
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}.")
-        if self.max_tokens is not None and int(self.max_tokens) < 1:
-            raise ValueError(f"max_tokens must be at least 1, got {self.max_tokens}.")
-
-
-@dataclass
-class TextDelta:
-    text: str
-
-
-@dataclass
-class AudioDelta:
-    audio: np.ndarray  # float32 mono at the engine's `sampling_rate`
-
-
-@dataclass
-class Usage:
-    prompt_tokens: int
-    completion_tokens: int
-    prompt_audio_tokens: int = 0
-    completion_audio_tokens: int = 0
-
-
-@dataclass
-class Finished:
-    text: str
-    finish_reason: str  # "stop": the answer ended; "length": it reached max_tokens
-    usage: Usage
-
-
-@dataclass
-class Failed:
-    status: int  # the HTTP status it maps to (400 bad request, 408 timeout, 500 engine error)
-    message: str
-    code: str
-    error: BaseException | None = None  # what was raised, for in-process callers (never sent to HTTP clients)
-
-
-Event = TextDelta | AudioDelta | Finished | Failed
-
-
-class RequestHandle:
-    """A submitted request: iterate its events (ending with `Finished` or `Failed`), or `cancel()` it."""
-
-    _ids = itertools.count()
-
-    def __init__(self, request: ChatRequest, loop: asyncio.AbstractEventLoop | None):
-        self.id = f"req-{next(self._ids)}"
-        self.request = request
-        self.submitted = time.monotonic()
-        self.cancelled = threading.Event()
-        self._loop = loop
-        self._queue: asyncio.Queue | queue.Queue = asyncio.Queue() if loop is not None else queue.Queue()
-
-    def cancel(self) -> None:
-        """Stop generating (the client went away); the row leaves at the engine's next step."""
-        self.cancelled.set()
-
-    def emit(self, event: Event) -> None:  # called by the engine thread
-        if self._loop is None:
-            self._queue.put(event)
-        elif not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._queue.put_nowait, event)
-
-    async def next(self, timeout: float) -> Event | None:
-        """The next event, or None after `timeout` seconds (a server checks for a gone client in between)."""
-        try:
-            return await asyncio.wait_for(self._queue.get(), timeout)
-        except asyncio.TimeoutError:
-            return None
-
-    def __iter__(self) -> Iterator[Event]:
-        if self._loop is not None:
-            raise TypeError("This handle was submitted with an event loop: iterate it with `async for`.")
-        while True:
-            event = self._queue.get()
-            yield event
-            if isinstance(event, (Finished, Failed)):
-                return
-
-    async def __aiter__(self) -> AsyncIterator[Event]:
-        if self._loop is None:
-            raise TypeError("This handle was submitted without an event loop: iterate it with `for`.")
-        while True:
-            event = await self._queue.get()
-            yield event
-            if isinstance(event, (Finished, Failed)):
-                return
 
 
 @dataclass
@@ -207,7 +74,9 @@ class Engine:
             instead of stalling every running answer for all of their prefills at once.
         max_queue: most requests waiting to join; `submit` raises `EngineBusy` beyond it.
         max_new_tokens: the longest answer in 5 Hz steps (each session's limit; requests may ask for fewer).
-        chunk_steps: audio is decoded and sent every this many steps (0.2 s of speech each).
+        first_chunk_steps, chunk_steps: the first audio chunk holds `first_chunk_steps` steps (0.2 s of speech
+            each; small: the first sound comes early), later ones `chunk_steps` (larger: each chunk re-decodes the
+            codec's context on both sides, so longer chunks cost less per second of speech).
         timeout: default seconds a request may take from submission to its last event.
         torch_threads: intra-op threads of this process's torch (one is fastest for small batches on a CPU).
         max_context: most positions a conversation and its answer may take (default: the backbone's
@@ -215,20 +84,22 @@ class Engine:
     """
 
     def __init__(self, model, processor, *, max_batch: int = 32, max_queue: int = 64, max_new_tokens: int = 256,
-                 max_joins: int = 4, chunk_steps: int = 2, timeout: float = 120.0, torch_threads: int | None = 1,
-                 max_context: int | None = None):
+                 max_joins: int = 4, first_chunk_steps: int = 2, chunk_steps: int = 5, timeout: float = 120.0,
+                 torch_threads: int | None = 1, max_context: int | None = None):
         for name, value in (("max_batch", max_batch), ("max_queue", max_queue), ("max_new_tokens", max_new_tokens),
-                            ("max_joins", max_joins), ("chunk_steps", chunk_steps)):
+                            ("max_joins", max_joins), ("first_chunk_steps", first_chunk_steps),
+                            ("chunk_steps", chunk_steps)):
             if int(value) < 1:
                 raise ValueError(f"{name} must be at least 1, got {value}.")
         self.model, self.processor = model, processor
         self.max_batch, self.max_new_tokens, self.chunk_steps = int(max_batch), int(max_new_tokens), int(chunk_steps)
-        self.max_joins = int(max_joins)
+        self.max_joins, self.first_chunk_steps = int(max_joins), int(first_chunk_steps)
         self.timeout, self.torch_threads = float(timeout), torch_threads
         self.sampling_rate = int(model.speech_codec.config.sampling_rate)
         # positions the backbone has: a prompt plus its answer (one position per 5 Hz step) must fit
         self.context_length = max_context or getattr(model.config.get_text_config(), "max_position_embeddings", None)
-        self._queue: queue.Queue[RequestHandle] = queue.Queue(maxsize=int(max_queue))
+        self.max_queue = int(max_queue)
+        self._waiting: WaitingRoom | None = None
         self._sessions: dict[tuple, _Live] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -240,6 +111,7 @@ class Engine:
     def start(self) -> Engine:
         if self._thread is None or not self._thread.is_alive():
             self._stop.clear()
+            self._waiting = WaitingRoom(self._prepare, self.max_queue)
             self._thread = threading.Thread(target=self._run, name="omnidrca-engine", daemon=True)
             self._thread.start()
         return self
@@ -249,16 +121,15 @@ class Engine:
         if self._thread is not None:
             self._thread.join(timeout)
         self._fail_everyone(503, "The server is shutting down.", "server_shutdown")
+        if self._waiting is not None:
+            self._waiting.close()
 
     def submit(self, request: ChatRequest, loop: asyncio.AbstractEventLoop | None = None) -> RequestHandle:
         """Queue `request`; pass the running event loop to iterate the handle with `async for`."""
         if not self.running:
             raise RuntimeError("The engine is not running: call `engine.start()` first.")
         handle = RequestHandle(request, loop)
-        try:
-            self._queue.put_nowait(handle)
-        except queue.Full:
-            raise EngineBusy(f"The server is busy ({self._queue.maxsize} requests already waiting); retry shortly.")
+        self._waiting.put(handle)  # EngineBusy when the waiting room is full
         return handle
 
     @property
@@ -271,7 +142,7 @@ class Engine:
         return sum(len(live.rows) for live in self._sessions.values())
 
     def stats(self) -> dict:
-        return {"live_rows": self.live_rows, "queued": self._queue.qsize(), "sessions": len(self._sessions),
+        return {"live_rows": self.live_rows, "queued": len(self._waiting or ()), "sessions": len(self._sessions),
                 "steps": self.steps, "largest_batch": self.largest_batch, "max_batch": self.max_batch}
 
     # ------------------------------------------------------------------------------------- the thread
@@ -291,29 +162,18 @@ class Engine:
                                     error)
 
     def _admit(self, block: bool) -> None:
-        """Move queued requests into sessions while rows are free (waits briefly when nothing is running)."""
-        joining: dict[tuple, list[tuple[RequestHandle, dict]]] = {}
+        """Move prepared requests into sessions while rows are free (waits briefly when nothing is running)."""
         free = min(self.max_batch - self.live_rows, self.max_joins)
-        while free > 0:
-            try:
-                handle = self._queue.get(timeout=0.05) if block and not joining else self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if handle.cancelled.is_set():
-                continue
-            if self._expired(handle):
-                continue
-            try:
-                inputs = self._tokenize(handle.request)
-            except (ValueError, TypeError, KeyError) as error:
-                handle.emit(Failed(400, f"Could not build the prompt: {error}", "invalid_prompt"))
-                continue
-            if self._too_long(handle, inputs["input_ids"].shape[1]):
-                continue
-            request = handle.request
-            key = (request.mode, request.sampling.session_key()) + ((handle.id,) if request.sampling.seeded else ())
-            joining.setdefault(key, []).append((handle, inputs))
-            free -= 1
+        joining: dict[tuple, list[tuple[RequestHandle, dict]]] = {}
+        for handle, inputs in self._waiting.take(free, wait=0.05 if block else 0.0) if free > 0 else []:
+            if isinstance(inputs, Failed):
+                handle.emit(inputs)
+            elif not self._expired(handle):
+                request = handle.request
+                key = (request.mode, request.sampling.session_key()) + ((handle.id,) if request.sampling.seeded else ())
+                joining.setdefault(key, []).append((handle, inputs))
+        if free <= 0 and block:
+            time.sleep(0.01)
         for key, group in joining.items():
             try:
                 self._join(key, group)
@@ -325,18 +185,28 @@ class Engine:
                     handle.emit(Failed(500, "The model failed while reading the prompt; see the server log.",
                                        "engine_error", error))
 
-    def _too_long(self, handle: RequestHandle, prompt_tokens: int) -> bool:
-        answer = handle.request.max_tokens or self.max_new_tokens
-        if self.context_length is None or prompt_tokens + answer <= self.context_length:
-            return False
-        handle.emit(Failed(400, f"The conversation is {prompt_tokens} tokens; with up to {answer} answer steps it "
-                           f"exceeds the model's context of {self.context_length} positions. Send fewer or shorter "
-                           "turns, or a smaller max_tokens.", "context_length_exceeded"))
-        return True
+    def _prepare(self, request: ChatRequest) -> dict:
+        """On the waiting room's worker: the prompt's ids and embeddings, its audio encoded (`Refused` if it
+        cannot join)."""
+        inputs = self.processor.apply_chat_template(request.conversation, add_generation_prompt=True, tokenize=True,
+                                                    return_dict=True, return_tensors="pt")
+        self._check_length(request, inputs["input_ids"].shape[1])
+        device = self.model.device
+        ids, mask = inputs["input_ids"].to(device), inputs["attention_mask"].to(device)
+        features, feature_mask = inputs.get("input_features"), inputs.get("feature_attention_mask")
+        with torch.inference_mode():
+            embeds = self.model.model.embed_prompt(  # (1, L, D), the audio placed at its slots
+                ids, None, None if features is None else features.to(device, self.model.dtype),
+                None if feature_mask is None else feature_mask.to(device))
+        return {"input_ids": ids, "attention_mask": mask, "inputs_embeds": embeds,
+                "audio_slots": int((ids == self.model.config.stream_layout.audio_token_id).sum())}
 
-    def _tokenize(self, request: ChatRequest) -> dict:
-        return self.processor.apply_chat_template(request.conversation, add_generation_prompt=True, tokenize=True,
-                                                  return_dict=True, return_tensors="pt")
+    def _check_length(self, request: ChatRequest, prompt_tokens: int) -> None:
+        answer = request.max_tokens or self.max_new_tokens
+        if self.context_length is not None and prompt_tokens + answer > self.context_length:
+            raise Refused(Failed(400, f"The conversation is {prompt_tokens} tokens; with up to {answer} answer steps "
+                                 f"it exceeds the model's context of {self.context_length} positions. Send fewer or "
+                                 "shorter turns, or a smaller max_tokens.", "context_length_exceeded"))
 
     def _join(self, key: tuple, group: list[tuple[RequestHandle, dict]]) -> None:
         live = self._sessions.get(key)
@@ -345,14 +215,13 @@ class Engine:
             settings = GenerationSettings.resolve(self.model, generation_mode=mode, max_new_tokens=self.max_new_tokens,
                                                   return_waveform=False, **request.sampling.generate_kwargs())
             live = self._sessions[key] = _Live(GenerationSession(self.model, settings), [])
-        prompt = stack_prompts([inputs for _, inputs in group], self.processor.tokenizer.pad_token_id, self.model.device)
-        live.session.add_rows(prompt)
+        live.session.add_rows(stack_prompts([inputs for _, inputs in group], self.processor.tokenizer.pad_token_id))
         codec = self.model.speech_codec if key[0] == "audio" else None
         for handle, inputs in group:
             streamer = OmniDRCAStreamer(self.processor, codec=codec, chunk_steps=self.chunk_steps, defer_audio=True,
+                                        first_chunk_steps=self.first_chunk_steps,
                                         snap_to_codebook=live.session.head_state.snap_to_codebook)
-            audio_slots = int((inputs["input_ids"] == self.model.config.stream_layout.audio_token_id).sum())
-            live.rows.append(_Row(handle, streamer, int(inputs["attention_mask"].sum()), audio_slots))
+            live.rows.append(_Row(handle, streamer, int(inputs["attention_mask"].sum()), inputs["audio_slots"]))
         self.largest_batch = max(self.largest_batch, self.live_rows)
 
     def _step(self, key: tuple) -> None:
@@ -414,34 +283,25 @@ class Engine:
             for row in live.rows:
                 row.handle.emit(Failed(status, message, code, error))
         self._sessions.clear()
-        if error is not None:  # a failed step: the queued requests have not been tried, they may still succeed
-            return
-        while True:
-            try:
-                self._queue.get_nowait().emit(Failed(status, message, code))
-            except queue.Empty:
-                return
+        if error is None and self._waiting is not None:  # stopping: nobody waiting will be answered
+            for handle in self._waiting.drain():
+                handle.emit(Failed(status, message, code))
 
 
-def stack_prompts(inputs: list[dict], pad_token_id: int, device: torch.device | str = "cpu") -> PromptBatch:
-    """Left-pad separately tokenized prompts into one batch (clips padded to the longest in frames)."""
+def stack_prompts(inputs: list[dict], pad_token_id: int) -> PromptBatch:
+    """Left-pad separately prepared prompts (ids, mask, embeddings) into one batch."""
     width = max(x["input_ids"].shape[1] for x in inputs)
-    ids, masks, features, feature_masks = [], [], [], []
-    for x in inputs:
-        missing = width - x["input_ids"].shape[1]
-        ids.append(torch.nn.functional.pad(x["input_ids"], (missing, 0), value=pad_token_id))
-        masks.append(torch.nn.functional.pad(x["attention_mask"], (missing, 0), value=0))
-        if x.get("input_features") is not None:
-            features.append(x["input_features"])
-            feature_masks.append(x["feature_attention_mask"])
-    batch = dict(input_ids=torch.cat(ids), attention_mask=torch.cat(masks))
-    if features:
-        frames = max(f.shape[-1] for f in features)
-        batch["input_features"] = torch.cat([torch.nn.functional.pad(f, (0, frames - f.shape[-1])) for f in features])
-        batch["feature_attention_mask"] = torch.cat(
-            [torch.nn.functional.pad(m, (0, frames - m.shape[-1])) for m in feature_masks])
-    return PromptBatch.check(**{name: value.to(device) for name, value in batch.items()})
+
+    def pad(tensor: torch.Tensor, value) -> torch.Tensor:
+        missing = width - tensor.shape[1]
+        return torch.nn.functional.pad(tensor, (0, 0, missing, 0) if tensor.dim() == 3 else (missing, 0), value=value)
+
+    return PromptBatch.check(input_ids=torch.cat([pad(x["input_ids"], pad_token_id) for x in inputs]),
+                             attention_mask=torch.cat([pad(x["attention_mask"], 0) for x in inputs]),
+                             inputs_embeds=torch.cat([pad(x["inputs_embeds"], 0.0) for x in inputs]))
 
 
-__all__ = ["AudioDelta", "ChatRequest", "Engine", "EngineBusy", "Failed", "Finished", "RequestHandle",
-           "SamplingParams", "TextDelta", "Usage", "stack_prompts"]
+# The request and event types live in engine_types (the waiting room needs them too); they are exported here as
+# the engine's interface.
+__all__ = ["MODES", "AudioDelta", "ChatRequest", "Engine", "EngineBusy", "Event", "Failed", "Finished",
+           "RequestHandle", "SamplingParams", "TextDelta", "Usage", "stack_prompts"]

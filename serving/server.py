@@ -43,14 +43,14 @@ def load_model(name_or_path: str, device: str | None = None):
 def build_app(model: str, *, served_name: str | None = None, api_key: str | None = None, device: str | None = None,
               max_batch: int = 32, max_queue: int = 64, max_tokens: int = 256, timeout: float = 120.0,
               torch_threads: int | None = 1, max_audio_seconds: float = 30.0,
-              max_body_bytes: int = 25 * 1024 * 1024, chunk_steps: int = 2, max_context: int | None = None):
+              max_body_bytes: int = 25 * 1024 * 1024, max_context: int | None = None):
     """The FastAPI app serving `model` (its engine starts when the app does). `api_key` falls back to
     $OMNIDRCA_API_KEY; without either the server is open."""
     from .app import create_app
 
     network, processor = load_model(model, device)
     engine = Engine(network, processor, max_batch=max_batch, max_queue=max_queue, max_new_tokens=max_tokens,
-                    chunk_steps=chunk_steps, timeout=timeout, torch_threads=torch_threads, max_context=max_context)
+                    timeout=timeout, torch_threads=torch_threads, max_context=max_context)
     config = ServerConfig(model_name=served_name or Path(model).name or str(model),
                           api_key=api_key if api_key is not None else os.environ.get(API_KEY_ENV) or None,
                           max_body_bytes=max_body_bytes, max_audio_seconds=max_audio_seconds, max_tokens=max_tokens,

@@ -35,12 +35,16 @@ class IncrementalSpeechDecoder:
     up to float rounding. Smaller values lower the latency of the first chunk at some boundary error.
     """
 
-    def __init__(self, codec, chunk_codes: int, context_codes: int | None = None, continuous: bool = False):
-        if chunk_codes < 1:
-            raise ValueError(f"`chunk_codes` must be at least 1, got {chunk_codes}.")
+    def __init__(self, codec, chunk_codes: int, context_codes: int | None = None, continuous: bool = False,
+                 first_chunk_codes: int | None = None):
+        if chunk_codes < 1 or (first_chunk_codes is not None and first_chunk_codes < 1):
+            raise ValueError(f"`chunk_codes` and `first_chunk_codes` must be at least 1, got {chunk_codes} and "
+                             f"{first_chunk_codes}.")
         self.codec = codec
         self.continuous = continuous  # frames are (d,) latents for `decode_continuous`, not codes
         self.chunk_codes = chunk_codes
+        # A small first chunk brings the first sound early; larger later ones re-decode less context per code.
+        self.first_chunk_codes = first_chunk_codes or chunk_codes
         self.context_codes = receptive_radius_codes(codec.config) if context_codes is None else int(context_codes)
         self.codes: list[int] = []
         self.emitted = 0  # codes whose audio has been returned
@@ -54,12 +58,16 @@ class IncrementalSpeechDecoder:
             self.codes.extend(int(c) for c in codes)
         chunks = []
         while decode and self.ready():
-            chunks.append(self._decode(self.emitted + self.chunk_codes))
+            chunks.append(self._decode(self.next_stop()))
         return chunks
+
+    def next_stop(self) -> int:
+        """Where the next chunk ends (in codes)."""
+        return self.emitted + (self.first_chunk_codes if self.emitted == 0 else self.chunk_codes)
 
     def ready(self) -> bool:
         """A whole chunk and its right context have arrived."""
-        return len(self.codes) - self.emitted >= self.chunk_codes + self.context_codes
+        return len(self.codes) >= self.next_stop() + self.context_codes
 
     def flush(self) -> np.ndarray | None:
         return self._decode(len(self.codes)) if len(self.codes) > self.emitted else None
@@ -106,7 +114,7 @@ def decode_together(decoders: list[IncrementalSpeechDecoder]) -> list[list[np.nd
         groups: dict[tuple, list[tuple[int, int, int, int]]] = {}
         for i in ready:
             d = decoders[i]
-            stop = d.emitted + d.chunk_codes
+            stop = d.next_stop()
             start, end = d.window(stop)
             groups.setdefault((end - start, d.continuous, id(d.codec)), []).append((i, start, end, stop))
         for members in groups.values():
@@ -155,16 +163,21 @@ class OmniDRCAStreamer:
             `diffusion_config.snap_to_codebook`; `generate_stream` passes the model's setting).
         defer_audio: only collect codes in `put_step`; the owner decodes the audio of many streamers in one
             codec call with `decode_streams` (a server's batch).
+        first_chunk_steps: steps of the first audio chunk (default `chunk_steps`): small for an early first
+            sound, with larger `chunk_steps` after it to decode less overlapping context per second of speech.
     """
 
     def __init__(self, processor, codec=None, chunk_steps: int = 5, context_codes: int | None = None,
-                 timeout: float | None = None, snap_to_codebook: bool = False, defer_audio: bool = False):
-        if chunk_steps < 1:
-            raise ValueError(f"`chunk_steps` must be at least 1 (5 Hz steps per audio chunk), got {chunk_steps}.")
+                 timeout: float | None = None, snap_to_codebook: bool = False, defer_audio: bool = False,
+                 first_chunk_steps: int | None = None):
+        if chunk_steps < 1 or (first_chunk_steps is not None and first_chunk_steps < 1):
+            raise ValueError(f"`chunk_steps` and `first_chunk_steps` must be at least 1 (5 Hz steps per audio chunk), "
+                             f"got {chunk_steps} and {first_chunk_steps}.")
         self.processor = processor
         self.tokenizer = getattr(processor, "tokenizer", processor)
         self.codec = codec
         self.chunk_steps = chunk_steps
+        self.first_chunk_steps = first_chunk_steps
         self.context_codes = context_codes
         self.timeout = timeout
         self.sampling_rate = None if codec is None else codec.config.sampling_rate
@@ -203,8 +216,9 @@ class OmniDRCAStreamer:
             continuous = step.speech_latents is not None  # diffusion head: decode the latents themselves
             if self.audio_decoder is None:
                 k = step.speech_ids.shape[-1]
+                first = None if self.first_chunk_steps is None else k * self.first_chunk_steps
                 self.audio_decoder = IncrementalSpeechDecoder(
-                    self.codec, k * self.chunk_steps, self.context_codes, continuous=continuous
+                    self.codec, k * self.chunk_steps, self.context_codes, continuous=continuous, first_chunk_codes=first
                 )
             group = step.speech_ids[0].tolist()
             if self.processor.speech_eos_token_id in group:
