@@ -30,18 +30,21 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> None:
     import uvicorn
 
-    from .server import build_app
+    from .server import build_app, websocket_implementation
 
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app = build_app(args.model, served_name=args.served_model_name, api_key=args.api_key, device=args.device,
-                    max_batch=args.max_batch, max_queue=args.max_queue, max_tokens=args.max_tokens,
-                    timeout=args.timeout, torch_threads=args.torch_threads,
-                    max_audio_seconds=args.max_audio_seconds, max_body_bytes=int(args.max_body_mb * 1024 * 1024),
-                    max_context=args.max_context)
+    try:
+        app = build_app(args.model, served_name=args.served_model_name, api_key=args.api_key, device=args.device,
+                        max_batch=args.max_batch, max_queue=args.max_queue, max_tokens=args.max_tokens,
+                        timeout=args.timeout, torch_threads=args.torch_threads,
+                        max_audio_seconds=args.max_audio_seconds, max_body_bytes=int(args.max_body_mb * 1024 * 1024),
+                        max_context=args.max_context)
+    except ValueError as error:  # a model that does not load, a bad limit: say so, without a traceback
+        raise SystemExit(f"python -m serving: error: {error}") from None
     print(f"serving {app.state.config.model_name!r} on http://{args.host}:{args.port}/v1 "
           f"(max batch {args.max_batch}{', API key required' if app.state.config.api_key else ''})", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, ws=websocket_implementation())
 
 
 if __name__ == "__main__":

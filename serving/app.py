@@ -170,7 +170,7 @@ def _add_routes(app: FastAPI, engine: Engine, config: ServerConfig) -> None:
                            f"stream: true (got {options.audio_format!r}).", "audio.format", "invalid_value")
         handle = submit(engine, chat)
         if options.stream:
-            return StreamingResponse(_chat_stream(handle, options, config, engine.sampling_rate),
+            return StreamingResponse(_chat_stream(handle, options, config, engine.sampling_rate, request),
                                      media_type="text/event-stream")
         try:
             finished, wave = await collect(handle, request)
@@ -273,8 +273,8 @@ def _chat_completion(finished: Finished, wave: np.ndarray, options: ChatOptions,
             "usage": usage_body(finished)}
 
 
-async def _chat_stream(handle: RequestHandle, options: ChatOptions, config: ServerConfig,
-                       rate: int) -> AsyncIterator[str]:
+async def _chat_stream(handle: RequestHandle, options: ChatOptions, config: ServerConfig, rate: int,
+                       request: Request) -> AsyncIterator[str]:
     """Server-sent events: a role chunk, then text and pcm16 audio deltas as made, the finish, usage, [DONE]."""
     base = {"id": new_id("chatcmpl"), "object": "chat.completion.chunk", "created": int(time.time()),
             "model": config.model_name}
@@ -287,7 +287,9 @@ async def _chat_stream(handle: RequestHandle, options: ChatOptions, config: Serv
 
     try:
         yield chunk({"role": "assistant", "content": ""})
-        async for event in events(handle, None):
+        # The stream checks for a gone client itself: servers that do not fail a send to a closed connection
+        # (uvicorn before 0.31 under starlette's ASGI 2.4 path) would otherwise generate to nobody.
+        async for event in events(handle, request):
             if isinstance(event, TextDelta):
                 delta = {"content": event.text}
                 if options.audio_format is not None:
@@ -307,6 +309,8 @@ async def _chat_stream(handle: RequestHandle, options: ChatOptions, config: Serv
         yield "data: [DONE]\n\n"
     except APIError as error:
         yield f"data: {json.dumps(error.body())}\n\n"
+    except ClientGone:
+        return
     finally:  # the client went away mid-stream (or the stream ended): free the row if it still has one
         handle.cancel()
 

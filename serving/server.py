@@ -58,6 +58,15 @@ def build_app(model: str, *, served_name: str | None = None, api_key: str | None
     return create_app(engine, config)
 
 
+def websocket_implementation() -> str:
+    """uvicorn's websockets implementation on the `websockets` library's current API where uvicorn has it
+    (0.35+); older uvicorn runs its implementation on the library's legacy API."""
+    import importlib.util
+
+    found = importlib.util.find_spec("uvicorn.protocols.websockets.websockets_sansio_impl")
+    return "websockets-sansio" if found is not None else "auto"
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
@@ -72,7 +81,7 @@ class ServerThread:
 
         self.host, self.port = host, port or free_port(host)
         self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=self.port, log_level="warning",
-                                                    ws="websockets-sansio", lifespan="on"))
+                                                    ws=websocket_implementation(), lifespan="on"))
         self.thread = threading.Thread(target=self.server.run, name="omnidrca-http", daemon=True)
 
     @property
@@ -93,4 +102,4 @@ class ServerThread:
         self.thread.join(30)
 
 
-__all__ = ["API_KEY_ENV", "ServerThread", "build_app", "free_port", "load_model"]
+__all__ = ["API_KEY_ENV", "ServerThread", "build_app", "free_port", "load_model", "websocket_implementation"]

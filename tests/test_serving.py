@@ -61,6 +61,10 @@ def solo(reference, task: str, content, mode: str = "text"):
     return text, (None if mode == "text" else out.waveform[0, : int(out.waveform_lengths[0])].numpy())
 
 
+def field(obj, name: str):
+    return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
+
+
 def clip(name: str) -> list[dict]:
     wave, rate = sf.read(DEMO / "examples" / f"{name}.wav", dtype="float32")
     return [{"type": "audio", "audio": wave, "sampling_rate": rate}]
@@ -105,10 +109,10 @@ def test_streamed_chat_sends_text_and_pcm16_audio_as_made(client, reference):
         delta = chunk.choices[0].delta
         text += delta.content or ""
         audio = getattr(delta, "audio", None)
-        if audio is not None:
-            transcript += getattr(audio, "transcript", None) or ""
-            if getattr(audio, "data", None):
-                pcm, audio_chunks = pcm + base64.b64decode(audio.data), audio_chunks + 1
+        if audio is not None:  # a typed object in newer SDKs, a plain dict in older ones
+            transcript += field(audio, "transcript") or ""
+            if field(audio, "data"):
+                pcm, audio_chunks = pcm + base64.b64decode(field(audio, "data")), audio_chunks + 1
         finish = chunk.choices[0].finish_reason or finish
     assert text == transcript == want_text and finish == "stop"
     assert audio_chunks > 1  # the answer arrived in pieces, not at the end
@@ -215,3 +219,38 @@ def test_a_client_that_goes_away_frees_its_row():
                                                              "modalities": ["text"]}, timeout=1.0)
         wait_until_idle(engine)
         assert engine.live_rows == 0 and engine.steps - steps < 3000
+
+
+def test_the_command_line_server(tmp_path):
+    import subprocess
+    import sys
+
+    from serving.server import free_port
+
+    bad = subprocess.run([sys.executable, "-m", "serving", "--model", str(tmp_path / "missing")], cwd=REPO,
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0 and "does not exist" in bad.stderr and "Traceback" not in bad.stderr
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "serving", "--model", str(TINY), "--port", str(port),
+                               "--served-model-name", "tiny", "--api-key", "k", "--max-tokens", "8"], cwd=REPO,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        banner = ""
+        while "serving '" not in banner:  # after the weight-loading progress bar
+            banner = server.stdout.readline()
+            assert banner, "the server exited before serving"
+        assert f"serving 'tiny' on http://127.0.0.1:{port}/v1" in banner and "API key required" in banner
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="k", max_retries=5)
+        deadline = time.monotonic() + 60
+        while True:  # uvicorn binds the port just after the banner
+            try:
+                assert client.models.list().data[0].id == "tiny"
+                break
+            except openai.APIConnectionError:
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+        reply = client.chat.completions.create(model="tiny", messages=[audio_message("seven_plus_twelve")])
+        assert reply.choices[0].finish_reason in ("stop", "length") and reply.usage.completion_tokens <= 8
+    finally:
+        server.terminate()
+        server.wait(30)
