@@ -24,7 +24,9 @@ from contextlib import nullcontext
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "space"))
+# The checkout first: this script's own folder holds benchmarks/serving.py, which would shadow the `serving`
+# package the Space's engine comes from.
+sys.path[:0] = [str(ROOT), str(ROOT / "space")]
 
 from omnidrca_space.testing import ask, format_load, run_load, running_app
 

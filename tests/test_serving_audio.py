@@ -68,6 +68,8 @@ def test_clients_audio_is_decoded_or_refused_with_a_reason():
     assert rate == 22050 and len(wave) == int(1.5 * 22050)
     stereo = np.stack([tone(1.0), tone(1.0)], axis=1)
     assert read_audio(wav_bytes(stereo, 16000, "FLAC"), "flac", 30.0)[0].ndim == 1  # mono for the model
+    mp3, _ = read_audio(encode_audio(tone(1.0), 16000, "mp3"), "mp3", 30.0)
+    assert abs(len(mp3) - 16000) <= 1200 and np.abs(mp3).max() > 0.2  # an mp3 from a browser or a phone
     pcm = (tone(0.5, 24000) * 32767).astype("<i2").tobytes()
     assert read_audio(pcm, "pcm16", 30.0)[1] == 24000
     problems = [
