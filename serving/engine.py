@@ -139,7 +139,8 @@ class Engine:
 
     @property
     def live_rows(self) -> int:
-        return sum(len(live.rows) for live in self._sessions.values())
+        # list(): one step under the GIL, so other threads (/health) never see the dict change while iterating
+        return sum(len(live.rows) for live in list(self._sessions.values()))
 
     def stats(self) -> dict:
         return {"live_rows": self.live_rows, "queued": len(self._waiting or ()), "sessions": len(self._sessions),
@@ -172,8 +173,6 @@ class Engine:
                 request = handle.request
                 key = (request.mode, request.sampling.session_key()) + ((handle.id,) if request.sampling.seeded else ())
                 joining.setdefault(key, []).append((handle, inputs))
-        if free <= 0 and block:
-            time.sleep(0.01)
         for key, group in joining.items():
             try:
                 self._join(key, group)
