@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from processing.corpus import ASSISTANT_PITCH, ASSISTANT_RATE, ASSISTANT_VOICE, build_corpus, synthesize
@@ -10,6 +11,7 @@ from training import evaluate as harness
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "tests" / "fixtures" / "tiny-random-omnidrca"
+DEMO = ROOT / "checkpoints" / "omnidrca-demo"
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +59,7 @@ def test_harness_runs_end_to_end_on_three_examples(tmp_path):
     build_corpus(corpus, 0, 0, 12, seed=3, tasks=("s2s", "asr", "t2s"), progress=False)
     out = tmp_path / "eval.json"
     results = harness.main(["--model", str(TINY), "--corpus", str(corpus), "--per-task", "1", "--output", str(out),
-                            "--no-progress"])
+                            "--no-progress", "--judge", "tiny.en", "--second-judge", "none"])
     assert sorted(e["task"] for e in results["examples"]) == ["asr", "s2s", "t2s"]
     saved = json.loads(out.read_text())
     assert saved["metrics"] == results["metrics"]
@@ -76,3 +78,51 @@ def test_harness_runs_end_to_end_on_three_examples(tmp_path):
     assert f"| {kind} | 0/1 (0 %) | 0/1 (0 %) |" in out.with_suffix(".md").read_text()
     # The judge hears the reference answers far better than the random codec's reconstruction of them.
     assert saved["metrics"]["original_answer_asr_wer"] < saved["metrics"]["codec_asr_wer"]
+
+
+def test_judge_floor_and_typed_questions_on_the_demo_model(tmp_path, judge):
+    """3 rows (s2t, s2s, asr) through the demo model: the typed-vs-spoken gap, the judge's floor (here spoken by
+    espeak, so that the test needs no festival; the CLI uses festival's HTS voice), and metrics kept per judge."""
+    from datasets import load_from_disk
+    from transformers import AutoModel, AutoProcessor
+
+    corpus = tmp_path / "corpus"
+    build_corpus(corpus, 0, 0, 12, seed=5, tasks=("s2t", "s2s", "asr"), progress=False)
+    processor = AutoProcessor.from_pretrained(DEMO, trust_remote_code=True)
+    model = AutoModel.from_pretrained(DEMO, trust_remote_code=True).eval()
+    spoken = []
+
+    def voice(text):
+        spoken.append(text)
+        return synthesize(text, ASSISTANT_VOICE, ASSISTANT_RATE, ASSISTANT_PITCH) if text.strip() else np.zeros(0, np.float32)
+
+    deaf = lambda wave, sampling_rate=16000: ""  # noqa: E731  (a second judge that hears nothing)
+    results = harness.evaluate(model, processor, load_from_disk(str(corpus))["test"], {"tiny.en": judge, "deaf": deaf},
+                               per_task=1, progress=False, codec_floor=False, judge_floor=True, typed=True,
+                               floor_voice=voice)
+    metrics, examples = results["metrics"], results["examples"]
+    qa = [e for e in examples if e["task"] in ("s2t", "s2s")]
+    assert len(qa) == 2 and results["judge"] == "tiny.en"
+    # The floor speaks exactly the model's own text answers (the audio-mode text stream).
+    assert spoken == [e["audio_text"] for e in qa]
+    assert all("floor_transcript" in e and "typed_answer" in e for e in qa)
+    # Typed vs spoken: the spoken score is S2T's; the ratio is spoken / typed (None when nothing typed was right).
+    assert metrics["spoken_accuracy"] == metrics["s2t_accuracy"]
+    typed_ok = [harness.is_correct(e["expected"], e["typed_answer"]) for e in qa]
+    assert metrics["typed_accuracy"] == sum(typed_ok) / 2 and results["counts"]["typed_accuracy"] == 2
+    expected_gap = metrics["spoken_accuracy"] / metrics["typed_accuracy"] if any(typed_ok) else None
+    assert metrics["modality_gap_ratio"] == expected_gap
+    kind = results["by_kind"][harness.question_kind({"template": qa[0]["template"]})]
+    assert {"typed_accuracy", "spoken_accuracy", "modality_gap_ratio"} <= set(kind)
+    # The floor: judged per judge; the primary judge's figures are also the top-level metrics.
+    floor_ok = [harness.is_correct(e["expected"], e["floor_transcript"]) for e in qa]
+    assert metrics["judge_floor_s2s_accuracy"] == sum(floor_ok) / 2
+    tiny, deaf_metrics = results["by_judge"]["tiny.en"]["metrics"], results["by_judge"]["deaf"]["metrics"]
+    assert tiny["s2s_accuracy"] == metrics["s2s_accuracy"]
+    assert tiny["s2s_floor_ratio"] == (metrics["s2s_accuracy"] / sum(floor_ok) * 2 if any(floor_ok) else None)
+    assert deaf_metrics["s2s_accuracy"] == deaf_metrics["judge_floor_s2s_accuracy"] == 0.0
+    assert deaf_metrics["s2s_floor_ratio"] is None  # nothing heard at all: no ratio
+    assert deaf_metrics["original_question_asr_wer"] == 1.0  # every word deleted
+    table = harness.markdown_table(json.loads(json.dumps(results)))
+    assert "| judged metric | Whisper tiny.en | Whisper deaf |" in table
+    assert "| s2s_floor_ratio |" in table and "spoken / typed |" in table
