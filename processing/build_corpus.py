@@ -4,7 +4,10 @@
 
 Writes `save_to_disk` splits train/validation/test plus `corpus_info.json` (counts, voices, held-out axes)
 into `--output`. Validation and test use only held-out voices, rates, pitches and phrasings. The logic
-lives in `processing/corpus.py`; this file only parses flags.
+lives in `processing/corpus.py`; this file only parses flags. Options beyond the demo's defaults (each one
+recorded in `corpus_info.json`; left out, the corpus is exactly the shipped demo's):
+
+    --max-operand 20 --assistant-voice festival-slt --sentences wordnet --sentence-fraction 0.3
 """
 
 from __future__ import annotations
@@ -13,7 +16,13 @@ import argparse
 import json
 import time
 
-from processing.corpus import FACTS_PATH, build_corpus
+from processing.corpus import (
+    ASSISTANT_VOICES,
+    DEFAULT_ASSISTANT_VOICE,
+    DEFAULT_SENTENCE_FRACTION,
+    FACTS_PATH,
+    build_corpus,
+)
 from processing.schema import TASKS
 
 
@@ -27,6 +36,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS, help="task families to include")
     parser.add_argument("--facts", nargs="+", default=None,
                         help="fact list TSV(s) (relation, subject, answer), merged; default: the demo's")
+    parser.add_argument("--max-operand", type=int, default=None,
+                        help="largest plus/minus operand (default 12); times keeps 10 (or N if smaller)")
+    parser.add_argument("--max-times-operand", type=int, default=None, help="largest times operand (default 10)")
+    parser.add_argument("--assistant-voice", default=DEFAULT_ASSISTANT_VOICE, choices=sorted(ASSISTANT_VOICES),
+                        help="voice of the spoken answers: espeak (en-us, 150 wpm) or festival-slt (festival's "
+                             "cmu_us_slt_arctic_hts); user turns always use espeak's voice pools")
+    parser.add_argument("--sentences", default=None, metavar="PATH_OR_SOURCE",
+                        help="open-vocabulary sentences for extra asr / t2s rows: 'wordnet' (Debian wordnet-base), "
+                             "a WordNet data folder, or a text file with one sentence a line")
+    parser.add_argument("--sentence-fraction", type=float, default=DEFAULT_SENTENCE_FRACTION,
+                        help="share of each split's rows that are sentence rows (with --sentences)")
     parser.add_argument("--workers", type=int, default=1, help="parallel espeak-ng processes")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return parser.parse_args(argv)
@@ -37,7 +57,9 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     corpus = build_corpus(
         args.output, args.train, args.validation, args.test, seed=args.seed, tasks=args.tasks, facts_path=args.facts or FACTS_PATH,
-        num_workers=args.workers, progress=not args.no_progress,
+        num_workers=args.workers, progress=not args.no_progress, max_operand=args.max_operand,
+        max_times_operand=args.max_times_operand, assistant=args.assistant_voice, sentences=args.sentences,
+        sentence_fraction=args.sentence_fraction,
     )  # fmt: skip
     counts = {split: len(ds) for split, ds in corpus.items()}
     print(f"Saved {json.dumps(counts)} to {args.output} in {time.perf_counter() - start:.1f} s")

@@ -12,7 +12,9 @@ Generalisation (DESIGN.md §5) is measured on what training never saw: the train
 use only the held-out voices, rates, pitches and templates, all three at once. The facts and the
 arithmetic operands are shared by every split: the demo model is meant to *know* them, the held-out
 axes are how they are asked. Answers are spoken by one fixed assistant voice in every split (it is the
-model's own voice, not the user's).
+model's own voice, not the user's): espeak's by default, festival's HTS voice with `assistant="festival-slt"`.
+Optional open-vocabulary asr / t2s rows come from `processing.sentences` (`sentences=`), split by a hash of
+the sentence, so held-out sentences are never trained on.
 
 Everything is a pure function of the seed: each split draws from its own `random.Random`, and audio is
 synthesised from the finished plans (each distinct clip once), so the worker count never changes a row.
@@ -21,26 +23,19 @@ synthesised from the finished plans (each distinct clip once), so the worker cou
 from __future__ import annotations
 
 import csv
-import io
 import json
 import random
-import shutil
-import subprocess
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import datasets
 import numpy as np
 import pyarrow.compute as pc
-import soundfile as sf
 from datasets import Dataset, DatasetDict
-from tqdm.auto import tqdm
 
-from modeling_omnidrca.audio_utils import resample
 from processing.numbers import number_to_words
 from processing.schema import (
     AUDIO_COLUMNS,
@@ -49,13 +44,29 @@ from processing.schema import (
     SYSTEM_PROMPTS,
     TASKS,
     rows_to_dataset,
-    to_int16,
+)
+from processing.synthesis import (  # re-exported: the corpus's interface has always had them
+    ASSISTANT_PITCH,
+    ASSISTANT_RATE,
+    ASSISTANT_VOICE,
+    ASSISTANT_VOICES,
+    DEFAULT_ASSISTANT_VOICE,
+    ESPEAK_EXECUTABLE,
+    AssistantVoice,
+    SynthesisJob,
+    answer_job,
+    assistant_voice,
+    espeak_path,
+    espeak_version,
+    festival_version,
+    synthesis_jobs,
+    synthesize,
+    synthesize_all,
+    trim_silence,
 )
 
 # ----------------------------------------------------------------------------------------------------------
 # Voices, rates, pitches
-
-ESPEAK_EXECUTABLE = "espeak-ng"
 
 # "accent+variant": espeak-ng's English accents times its voice variants (m* male, f* female timbres).
 # The mbrola voices (mb-*) are left out: they need the separate mbrola binary and data packages.
@@ -75,11 +86,6 @@ HELD_OUT_RATES = (125, 155, 185, 200)
 # espeak pitch, 0-99 (50 = the voice's default).
 TRAIN_PITCHES = (30, 40, 50, 60, 70)
 HELD_OUT_PITCHES = (22, 45, 65, 78)
-
-# The assistant's own voice: every speech answer, in every split; no user speaks with it. Plain en-us at
-# 150 wpm is the espeak voice the Whisper judge transcribes best (14 % WER on 30 answers, against 17-33 %
-# for en-us+m1/m2/m3/m5/m8/f2/f3/f4, en-gb and faster rates), so the ASR-WER floor of speech answers is lowest.
-ASSISTANT_VOICE, ASSISTANT_RATE, ASSISTANT_PITCH = "en-us", 150, 50
 
 SPLITS = ("train", "validation", "test")
 
@@ -220,19 +226,45 @@ ARITHMETIC_OPS = {
 }
 
 
-def sample_arithmetic(rng: random.Random) -> dict[str, str]:
-    """Random {a, op, b, c} in words, with c = a op b."""
+# `max_operand` (`--max-operand N`) raises or lowers plus/minus to N; times keeps its own limit of 10 (at most N):
+# its products grow as N squared, and the shipped demo's 0..10 tables are the ones the speech head can say.
+# `max_times_operand` moves that limit too. Every operand, sum, difference and product stays within 0..999,
+# the range of `number_to_words`: N <= 499 (plus), times operand <= 31.
+MAX_PLUS_OPERAND, MAX_TIMES_OPERAND = 499, 31
+
+
+def arithmetic_limits(max_operand: int | None = None, max_times_operand: int | None = None) -> dict[str, int]:
+    """op -> largest operand. No arguments: `ARITHMETIC_OPS`' own limits (12 plus/minus, 10 times)."""
+    limits = {op: high for op, (_, high) in ARITHMETIC_OPS.items()}
+    if max_operand is not None:
+        if not 1 <= max_operand <= MAX_PLUS_OPERAND or int(max_operand) != max_operand:
+            raise ValueError(f"max_operand must be an integer in 1..{MAX_PLUS_OPERAND} (sums stay <= 999), "
+                             f"got {max_operand!r}.")
+        limits.update(plus=int(max_operand), minus=int(max_operand), times=min(limits["times"], int(max_operand)))
+    if max_times_operand is not None:
+        if not 1 <= max_times_operand <= MAX_TIMES_OPERAND or int(max_times_operand) != max_times_operand:
+            raise ValueError(f"max_times_operand must be an integer in 1..{MAX_TIMES_OPERAND} (products stay "
+                             f"<= 999), got {max_times_operand!r}.")
+        limits["times"] = int(max_times_operand)
+    return limits
+
+
+def sample_arithmetic(rng: random.Random, limits: dict[str, int] | None = None) -> dict[str, str]:
+    """Random {a, op, b, c} in words, with c = a op b; operands up to `limits[op]` (default `ARITHMETIC_OPS`')."""
     op = rng.choice(sorted(ARITHMETIC_OPS))
     fn, high = ARITHMETIC_OPS[op]
+    if limits is not None:
+        high = limits[op]
     a = rng.randint(0, high)
     b = rng.randint(0, a) if op == "minus" else rng.randint(0, high)
     return {"a": number_to_words(a), "op": op, "b": number_to_words(b), "c": number_to_words(fn(a, b))}
 
 
-def sample_fields(rng: random.Random, facts: Facts) -> tuple[str, dict[str, str]]:
+def sample_fields(rng: random.Random, facts: Facts,
+                  limits: dict[str, int] | None = None) -> tuple[str, dict[str, str]]:
     """(kind, fields) of one demo-domain fact: half arithmetic, half facts spread evenly over relations."""
     if rng.random() < 0.5:
-        return "arithmetic", sample_arithmetic(rng)
+        return "arithmetic", sample_arithmetic(rng, limits)
     relation = rng.choice(sorted(facts))
     subject, answer = rng.choice(facts[relation])
     return relation, {"subject": subject, "answer": answer}
@@ -270,9 +302,10 @@ class RowPlan:
         return self.task in SPEECH_ANSWER_TASKS
 
 
-def plan_texts(task: str, split: str, rng: random.Random, facts: Facts) -> tuple[str, str, str]:
-    """(question_text, answer_text, template id) for one row of `task`."""
-    kind, fields = sample_fields(rng, facts)
+def plan_texts(task: str, split: str, rng: random.Random, facts: Facts,
+               limits: dict[str, int] | None = None) -> tuple[str, str, str]:
+    """(question_text, answer_text, template id) for one row of `task`; `limits`: see `arithmetic_limits`."""
+    kind, fields = sample_fields(rng, facts, limits)
     statement = ANSWER_FORMATS[kind].format(**fields)
     if task in ("s2t", "s2s"):
         template = rng.choice(allowed_templates(QUESTION_TEMPLATES[kind], split))
@@ -283,114 +316,88 @@ def plan_texts(task: str, split: str, rng: random.Random, facts: Facts) -> tuple
     return sentence, sentence, template.id
 
 
+# Open-vocabulary sentence rows (`--sentences`, `processing.sentences`): the user reads one aloud (asr) or types
+# it for the assistant voice to read (t2s). Their template id names no phrasing: the sentence is the whole text.
+SENTENCE_TASKS = ("asr", "t2s")
+OPEN_SENTENCE_TEMPLATE = "open_sentence"
+DEFAULT_SENTENCE_FRACTION = 0.25
+
+
 def plan_split(split: str, num_rows: int, seed: int = 0, tasks: Sequence[str] = TASKS,
-               facts_path: FactsPath = FACTS_PATH) -> list[RowPlan]:
+               facts_path: FactsPath = FACTS_PATH, max_operand: int | None = None,
+               max_times_operand: int | None = None, sentences=None,
+               sentence_fraction: float = DEFAULT_SENTENCE_FRACTION) -> list[RowPlan]:
     """`num_rows` row plans for `split`; tasks balanced to within one row, order shuffled, all from `seed`.
-    `facts_path`: the fact list (TSV relation/subject/answer) questions are drawn from."""
+    `facts_path`: the fact list (TSV relation/subject/answer) questions are drawn from.
+    `max_operand`, `max_times_operand`: arithmetic operand limits (`arithmetic_limits`; None keeps 12 / 10).
+    `sentences`: an open-vocabulary sentence source (`processing.sentences.load_sentences`: "wordnet", a text file,
+    or a loaded `Sentences`); then `round(sentence_fraction * num_rows)` of the rows are asr / t2s rows over this
+    split's sentences (train sentences for train, held-out ones otherwise), the rest are demo-domain rows exactly
+    as `plan_split(split, rest, ...)` without sentences makes them. None (the default): demo-domain rows only."""
     _check_split(split)
     tasks = tuple(tasks)
     unknown = sorted(set(tasks) - set(TASKS))
     if unknown or not tasks:
         raise ValueError(f"tasks must be a non-empty subset of {TASKS}, got {tuple(tasks)}.")
+    limits = None if max_operand is None and max_times_operand is None else arithmetic_limits(max_operand,
+                                                                                             max_times_operand)
+    num_sentence_rows = 0
+    if sentences is not None:
+        if not 0.0 <= sentence_fraction <= 1.0:
+            raise ValueError(f"sentence_fraction must be within 0..1, got {sentence_fraction!r}.")
+        if not set(SENTENCE_TASKS) & set(tasks):
+            raise ValueError(f"Sentence rows are {SENTENCE_TASKS} rows, but tasks {tasks} has neither.")
+        num_sentence_rows = round(sentence_fraction * num_rows)
     # One generator per split: a split's rows do not depend on the other splits' sizes.
     rng = random.Random(f"omnidrca-corpus/{seed}/{split}")
     facts = load_facts(facts_path)
     voices, rates, pitches = voice_pool(split)
-    task_list = [tasks[i % len(tasks)] for i in range(num_rows)]
+    task_list = [tasks[i % len(tasks)] for i in range(num_rows - num_sentence_rows)]
     rng.shuffle(task_list)
     plans = []
     for i, task in enumerate(task_list):
-        question, answer, template = plan_texts(task, split, rng, facts)
+        question, answer, template = plan_texts(task, split, rng, facts, limits)
         voice, rate, pitch = rng.choice(voices), rng.choice(rates), rng.choice(pitches)
         if task == "t2s":  # typed question: no user voice (draws above still happen, keeping rows aligned)
             voice, rate, pitch = "", 0, -1
         plans.append(RowPlan(f"{split}-{i:06d}", task, question, answer, voice, rate, pitch, template))
-    return plans
+    if sentences is None:
+        return plans
+    return _add_sentence_rows(plans, split, num_sentence_rows, seed, tasks, sentences)
+
+
+def _add_sentence_rows(plans: list[RowPlan], split: str, count: int, seed: int, tasks: tuple[str, ...],
+                       sentences) -> list[RowPlan]:
+    """`plans` plus `count` open-sentence rows at random places, renumbered; drawn from their own generator, so
+    the demo-domain rows (and their order) are unchanged by them."""
+    from processing.sentences import Sentences, load_sentences
+
+    pool = sentences if isinstance(sentences, Sentences) else load_sentences(sentences)
+    texts = pool.split(split)
+    if count and not texts:
+        raise ValueError(f"Sentence source {pool.source!r} has no {split} sentence.")
+    rng = random.Random(f"omnidrca-corpus/{seed}/{split}/sentences")
+    voices, rates, pitches = voice_pool(split)
+    kinds = [t for t in SENTENCE_TASKS if t in tasks]
+    # Without replacement while the pool lasts: as many distinct sentences as possible.
+    order = rng.sample(range(len(texts)), len(texts)) if texts else []
+    extra = []
+    for i in range(count):
+        task, text = kinds[i % len(kinds)], texts[order[i % len(order)]]
+        voice, rate, pitch = rng.choice(voices), rng.choice(rates), rng.choice(pitches)
+        if task == "t2s":
+            voice, rate, pitch = "", 0, -1
+        extra.append(RowPlan("", task, text, text, voice, rate, pitch, OPEN_SENTENCE_TEMPLATE))
+    # Sentence rows at random places; the demo-domain rows keep their order around them.
+    total = len(plans) + len(extra)
+    places = set(rng.sample(range(total), len(extra)))
+    demo, sentence_rows = iter(plans), iter(extra)
+    combined = [next(sentence_rows) if i in places else next(demo) for i in range(total)]
+    return [replace(p, id=f"{split}-{i:06d}") for i, p in enumerate(combined)]
 
 
 # ----------------------------------------------------------------------------------------------------------
 # Audio
-
-
-def espeak_path() -> str:
-    """Absolute path of espeak-ng, or a FileNotFoundError that says how to install it."""
-    path = shutil.which(ESPEAK_EXECUTABLE)
-    if path is None:
-        raise FileNotFoundError(
-            f"`{ESPEAK_EXECUTABLE}` was not found on PATH; the synthetic corpus needs it. Install it with "
-            "`apt-get install espeak-ng` (Debian/Ubuntu) or `brew install espeak-ng` (macOS)."
-        )
-    return path
-
-
-def trim_silence(wave: np.ndarray, sampling_rate: int, threshold: float = 1e-3, pad_s: float = 0.05) -> np.ndarray:
-    """Cut leading/trailing silence, keeping `pad_s` seconds each side so word onsets and decays survive.
-
-    espeak-ng pads clips with exact zeros (~0.3 s at the end), which would teach the model that speech
-    ends in long silences; a small absolute threshold removes only that padding.
-    """
-    voiced = np.flatnonzero(np.abs(wave) > threshold)
-    if voiced.size == 0:
-        return wave[:0]
-    pad = int(pad_s * sampling_rate)
-    return wave[max(0, voiced[0] - pad) : voiced[-1] + 1 + pad]
-
-
-def synthesize(text: str, voice: str, rate: int, pitch: int, sampling_rate: int = SAMPLING_RATE) -> np.ndarray:
-    """Speak `text` with espeak-ng: (T,) float32 in [-1, 1] at `sampling_rate`, silence trimmed."""
-    # List argv, no shell: the text is one argument whatever it contains; "--" ends the options so a
-    # text starting with "-" is spoken, not parsed as a flag.
-    cmd = [espeak_path(), "--stdout", "-v", voice, "-s", str(int(rate)), "-p", str(int(pitch)), "--", text]
-    result = subprocess.run(cmd, capture_output=True, check=False)
-    if result.returncode != 0 or not result.stdout:
-        stderr = result.stderr.decode(errors="replace").strip()
-        raise RuntimeError(f"espeak-ng failed (exit {result.returncode}) for voice {voice!r}: {stderr or 'no audio'}")
-    # espeak's streamed WAV header has placeholder sizes; libsndfile reads up to the real end of data.
-    wave, sr = sf.read(io.BytesIO(result.stdout), dtype="float32")
-    wave = trim_silence(wave, sr)
-    if wave.size == 0:
-        raise RuntimeError(f"espeak-ng produced only silence for {text!r} (voice {voice!r}).")
-    if sr != sampling_rate:
-        wave = resample(wave, sr, sampling_rate)
-    return wave.astype(np.float32, copy=False)
-
-
-# (text, voice, rate, pitch): the whole input of one synthesis, hashable so repeats are spoken once.
-SynthesisJob = tuple[str, str, int, int]
-
-
-def synthesis_jobs(plans: Sequence[RowPlan]) -> list[SynthesisJob]:
-    """Distinct clips the plans need, in first-use order (answers repeat a lot in the assistant voice)."""
-    jobs: dict[SynthesisJob, None] = {}
-    for p in plans:
-        if p.spoken_question:
-            jobs[(p.question_text, p.voice, p.rate, p.pitch)] = None
-        if p.spoken_answer:
-            jobs[(p.answer_text, ASSISTANT_VOICE, ASSISTANT_RATE, ASSISTANT_PITCH)] = None
-    return list(jobs)
-
-
-def _synthesize_job(job: SynthesisJob) -> np.ndarray:
-    return to_int16(synthesize(*job))
-
-
-def synthesize_all(jobs: Sequence[SynthesisJob], num_workers: int = 1, progress: bool = True,
-                   desc: str = "espeak") -> dict[SynthesisJob, np.ndarray]:
-    """job -> int16 clip, synthesised by `num_workers` parallel espeak-ng processes.
-
-    The workers are threads: ~90% of a clip's time is the espeak-ng child process (the GIL is released
-    while waiting on it; trim + resample is ~2 ms), so threads use every core like a process pool would,
-    without spawn re-importing torch per worker or fork inheriting torch's OpenMP threads. `map` yields in
-    job order, so results never depend on `num_workers`.
-    """
-    bar = tqdm(total=len(jobs), desc=desc, unit="clip", disable=not progress)
-    clips = []
-    with ThreadPoolExecutor(max(1, num_workers)) as pool:
-        for clip in pool.map(_synthesize_job, jobs):
-            clips.append(clip)
-            bar.update()
-    bar.close()
-    return dict(zip(jobs, clips))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -399,11 +406,11 @@ def synthesize_all(jobs: Sequence[SynthesisJob], num_workers: int = 1, progress:
 _EMPTY_AUDIO = np.zeros(0, dtype=np.int16)
 
 
-def plan_to_row(plan: RowPlan, clips: dict[SynthesisJob, np.ndarray]) -> dict:
+def plan_to_row(plan: RowPlan, clips: dict[SynthesisJob, np.ndarray],
+                assistant: str | AssistantVoice = DEFAULT_ASSISTANT_VOICE) -> dict:
     """A `processing.schema` row: the plan's texts and metadata plus its synthesised audio."""
     question_audio = clips[(plan.question_text, plan.voice, plan.rate, plan.pitch)] if plan.spoken_question else None
-    answer_job = (plan.answer_text, ASSISTANT_VOICE, ASSISTANT_RATE, ASSISTANT_PITCH)
-    answer_audio = clips[answer_job] if plan.spoken_answer else None
+    answer_audio = clips[answer_job(plan, assistant)] if plan.spoken_answer else None
     return {
         "id": plan.id,
         "task": plan.task,
@@ -421,11 +428,15 @@ def plan_to_row(plan: RowPlan, clips: dict[SynthesisJob, np.ndarray]) -> dict:
 
 
 def build_split(split: str, num_rows: int, seed: int = 0, tasks: Sequence[str] = TASKS, num_workers: int = 1,
-                progress: bool = True, facts_path: FactsPath = FACTS_PATH) -> Dataset:
-    """Plan, synthesise and assemble one split as a `Dataset` with `processing.schema.FEATURES`."""
-    plans = plan_split(split, num_rows, seed, tasks, facts_path)
-    clips = synthesize_all(synthesis_jobs(plans), num_workers, progress, desc=f"espeak {split}")
-    return rows_to_dataset([plan_to_row(p, clips) for p in plans])
+                progress: bool = True, facts_path: FactsPath = FACTS_PATH, max_operand: int | None = None,
+                max_times_operand: int | None = None, assistant: str | AssistantVoice = DEFAULT_ASSISTANT_VOICE,
+                sentences=None, sentence_fraction: float = DEFAULT_SENTENCE_FRACTION) -> Dataset:
+    """Plan, synthesise and assemble one split as a `Dataset` with `processing.schema.FEATURES`.
+    The options after `facts_path` are `plan_split`'s, plus `assistant`: the answers' voice (`ASSISTANT_VOICES`)."""
+    plans = plan_split(split, num_rows, seed, tasks, facts_path, max_operand, max_times_operand, sentences,
+                       sentence_fraction)
+    clips = synthesize_all(synthesis_jobs(plans, assistant), num_workers, progress, desc=f"espeak {split}")
+    return rows_to_dataset([plan_to_row(p, clips, assistant) for p in plans])
 
 
 def corpus_info(corpus: DatasetDict, seed: int, tasks: Sequence[str]) -> dict:
@@ -459,27 +470,42 @@ def corpus_info(corpus: DatasetDict, seed: int, tasks: Sequence[str]) -> dict:
     }
 
 
-def espeak_version() -> str:
-    """espeak-ng's version line (recorded so a corpus says what made it)."""
-    out = subprocess.run([espeak_path(), "--version"], capture_output=True, text=True, check=False).stdout
-    return out.strip()
-
-
 def build_corpus(output_dir: str | Path, num_train: int, num_validation: int, num_test: int, seed: int = 0,
                  tasks: Sequence[str] = TASKS, num_workers: int = 1, progress: bool = True,
-                 facts_path: FactsPath = FACTS_PATH) -> DatasetDict:
+                 facts_path: FactsPath = FACTS_PATH, max_operand: int | None = None,
+                 max_times_operand: int | None = None, assistant: str = DEFAULT_ASSISTANT_VOICE,
+                 sentences: str | Path | None = None,
+                 sentence_fraction: float = DEFAULT_SENTENCE_FRACTION) -> DatasetDict:
     """Build train/validation/test, save them with `save_to_disk(output_dir)` plus `corpus_info.json`.
 
     Train uses only train voices/rates/pitches/templates; validation and test only held-out ones.
     Deterministic given `seed` (independent of `num_workers`). A split of size 0 is saved empty.
+    Options (defaults reproduce the shipped demo's corpus): `max_operand` / `max_times_operand` (arithmetic
+    operand limits), `assistant` (the answers' voice, a key of `ASSISTANT_VOICES`), `sentences` and
+    `sentence_fraction` (open-vocabulary asr / t2s rows, `processing.sentences`); each non-default one is
+    recorded in `corpus_info.json`.
     """
     sizes = {"train": num_train, "validation": num_validation, "test": num_test}
     if any(n < 0 for n in sizes.values()):
         raise ValueError(f"Split sizes must be >= 0, got {sizes}.")
     espeak_path()  # fail before any work if espeak-ng is missing
+    voice = assistant_voice(assistant)
+    limits = None if max_operand is None and max_times_operand is None else arithmetic_limits(max_operand,
+                                                                                             max_times_operand)
+    if voice.engine == "festival":
+        from processing.voices import text2wave_path
+
+        text2wave_path()  # fail before any work if festival is missing
+    pool = None
+    if sentences is not None:
+        from processing.sentences import load_sentences
+
+        pool = load_sentences(sentences)
     corpus = DatasetDict(
-        {split: build_split(split, n, seed, tuple(tasks), num_workers, progress, facts_path) for split, n in sizes.items()}
-    )
+        {split: build_split(split, n, seed, tuple(tasks), num_workers, progress, facts_path, max_operand,
+                            max_times_operand, voice, pool, sentence_fraction)
+         for split, n in sizes.items()}
+    )  # fmt: skip
     output_dir = Path(output_dir)
     # datasets writes an empty split as 0 shards, which load_from_disk cannot read back: give it one shard.
     empty_shards = {split: 1 for split, n in sizes.items() if n == 0}
@@ -487,6 +513,16 @@ def build_corpus(output_dir: str | Path, num_train: int, num_validation: int, nu
         corpus.save_to_disk(str(output_dir), num_shards=empty_shards)
     info = corpus_info(corpus, seed, tasks)
     info["facts"] = [Path(p).name for p in ([facts_path] if isinstance(facts_path, (str, Path)) else facts_path)]
+    # Non-default options only, so that the default corpus_info.json stays exactly as before.
+    if voice.name != DEFAULT_ASSISTANT_VOICE:
+        info["assistant"] = {"name": voice.name, "engine": voice.engine, "voice": voice.voice, "rate": voice.rate,
+                             "pitch": voice.pitch, "sampling_rate": SAMPLING_RATE}
+        if voice.engine == "festival":
+            info["assistant"]["festival_version"] = festival_version()
+    if limits is not None:
+        info["arithmetic"] = {"max_operand": limits}
+    if pool is not None:
+        info["sentences"] = {**pool.info(), "fraction": sentence_fraction, "template": OPEN_SENTENCE_TEMPLATE}
     (output_dir / "corpus_info.json").write_text(json.dumps(info, indent=2) + "\n")
     return corpus
 
@@ -510,6 +546,13 @@ __all__ = [
     "ASSISTANT_PITCH",
     "ASSISTANT_RATE",
     "ASSISTANT_VOICE",
+    "ASSISTANT_VOICES",
+    "DEFAULT_ASSISTANT_VOICE",
+    "OPEN_SENTENCE_TEMPLATE",
+    "SENTENCE_TASKS",
+    "AssistantVoice",
+    "arithmetic_limits",
+    "assistant_voice",
     "AUDIO_COLUMNS",
     "FACTS_PATH",
     "HELD_OUT_PITCHES",
@@ -527,7 +570,12 @@ __all__ = [
     "build_corpus",
     "build_split",
     "corpus_info",
+    "ESPEAK_EXECUTABLE",
+    "SynthesisJob",
+    "answer_job",
     "espeak_path",
+    "espeak_version",
+    "festival_version",
     "load_facts",
     "number_to_words",
     "plan_split",

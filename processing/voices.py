@@ -4,6 +4,7 @@ The synthetic corpus speaks with espeak-ng (`processing.corpus.synthesize`). The
 the judge hears well, to measure the judge's floor: the reference voice saying the model's own text answers
 (`training.evaluate --judge-floor`). festival's CMU US SLT HTS voice (female, Debian main, free) is the one
 Whisper understands best of the free voices tried (38/40 demo answers heard right by Whisper base).
+The corpus can also speak its answers with it (`python -m processing.build_corpus --assistant-voice festival-slt`).
 
     apt-get install festival festvox-us-slt-hts
 """
@@ -20,8 +21,8 @@ import soundfile as sf
 
 from modeling_omnidrca.audio_utils import resample
 
-from .corpus import trim_silence
 from .schema import SAMPLING_RATE
+from .synthesis import trim_silence
 
 FESTIVAL_VOICE = "cmu_us_slt_arctic_hts"
 

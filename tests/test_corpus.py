@@ -224,6 +224,9 @@ def test_reloads_from_disk_with_corpus_info(corpus_dir, corpus):
         assert info["splits"][split]["tasks"] == {t: ds["task"].count(t) for t in sorted(set(ds["task"]))}
     assert info["held_out"]["voices"] == list(C.HELD_OUT_VOICES)
     assert set(info["held_out"]["templates"]) == set(C.HELD_OUT_TEMPLATES)
+    # The defaults: the espeak assistant voice, and none of the options' records (tests/test_corpus_options.py).
+    assert info["assistant"] == {"voice": "en-us", "rate": 150, "pitch": 50}
+    assert not {"arithmetic", "sentences"} & set(info)
 
 
 def test_empty_split_and_task_subset(tmp_path):
