@@ -273,30 +273,40 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
 
     from datasets import load_from_disk
-    from transformers import AutoModel, AutoProcessor
 
-    torch.set_num_threads(args.threads)
-    processor = AutoProcessor.from_pretrained(args.model, trust_remote_code=True)
-    model = AutoModel.from_pretrained(args.model, trust_remote_code=True, dtype=torch.float32)
-    if args.adapter:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, args.adapter).merge_and_unload()
-    model.eval()
+    model, processor = load_for_evaluation(args.model, args.adapter, args.threads)
     dataset = load_from_disk(args.corpus)[args.split]
     start = time.perf_counter()
     judges = {name: WhisperJudge(judge_model_dir(name), threads=args.threads) for name in judge_names(args)}
     results = evaluate(model, processor, dataset, judges, args.per_task, progress=not args.no_progress,
                        codec_floor=not args.no_codec_floor, judge_floor=args.judge_floor, typed=args.typed)
     results.update(model=args.model, adapter=args.adapter, split=args.split, seconds=round(time.perf_counter() - start, 1))
-    table = markdown_table(results)
+    write_results(results, markdown_table(results), args.output)
+    return results
+
+
+def load_for_evaluation(name: str, adapter: str | None = None, threads: int = 1):
+    """(model, processor) as a user loads them (`trust_remote_code`), float32, a PEFT adapter merged in if given."""
+    from transformers import AutoModel, AutoProcessor
+
+    torch.set_num_threads(threads)
+    processor = AutoProcessor.from_pretrained(name, trust_remote_code=True)
+    model = AutoModel.from_pretrained(name, trust_remote_code=True, dtype=torch.float32)
+    if adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    return model.eval(), processor
+
+
+def write_results(results: dict, table: str, output: str | None) -> None:
+    """Print the table; with `output`, write the JSON there and the table next to it (.md)."""
     print(table)
-    if args.output:
-        out = Path(args.output)
+    if output:
+        out = Path(output)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(results, indent=2) + "\n")
         out.with_suffix(".md").write_text(table + "\n")
-    return results
 
 
 def judge_names(args) -> list[str]:

@@ -25,7 +25,6 @@ The target for a new model: its WER within 2x of Whisper tiny.en's.
 from __future__ import annotations
 
 import argparse
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -196,33 +195,17 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
 
-    import torch
-    from transformers import AutoModel, AutoProcessor
-
-    from .evaluate import WhisperJudge
+    from .evaluate import WhisperJudge, load_for_evaluation, write_results
     from .judges import judge_model_dir
 
     clips = collect_clips(extra_roots=args.root)
     if not clips:
         raise SystemExit("no human clips found: apt-get install pocketsphinx-testdata alsa-utils ktuberling-data (or --root)")
-    torch.set_num_threads(args.threads)
-    processor = AutoProcessor.from_pretrained(args.model, trust_remote_code=True)
-    model = AutoModel.from_pretrained(args.model, trust_remote_code=True, dtype=torch.float32)
-    if args.adapter:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, args.adapter).merge_and_unload()
-    model.eval()
+    model, processor = load_for_evaluation(args.model, args.adapter, args.threads)
     judge = WhisperJudge(judge_model_dir(args.judge), threads=args.threads)
     results = listen(model, processor, judge, clips, progress=not args.no_progress)
     results.update(model=args.model, adapter=args.adapter, judge=args.judge)
-    table = markdown(results["table"], results["skipped"], args.judge)
-    print(table)
-    if args.output:
-        out = Path(args.output)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(results, indent=2) + "\n")
-        out.with_suffix(".md").write_text(table + "\n")
+    write_results(results, markdown(results["table"], results["skipped"], args.judge), args.output)
     return results
 
 
