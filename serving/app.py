@@ -7,6 +7,7 @@ mistake becomes a 4xx in OpenAI's error shape and the server keeps serving.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -15,7 +16,6 @@ from contextlib import asynccontextmanager
 
 import numpy as np
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -76,12 +76,6 @@ def _add_error_handlers(app: FastAPI) -> None:
         message = f"{request.method} {request.url.path}: {error.detail}"
         return JSONResponse(APIError(error.status_code, message, code=code).body(), status_code=error.status_code)
 
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, error: RequestValidationError):
-        first = error.errors()[0] if error.errors() else {}
-        param = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
-        return JSONResponse(APIError(400, f"Invalid request: {first.get('msg', error)}", param).body(), 400)
-
     @app.exception_handler(Exception)
     async def unexpected(request: Request, error: Exception):  # no traceback to clients; the log has it
         logger.exception("unhandled error on %s %s", request.method, request.url.path)
@@ -103,8 +97,6 @@ async def read_json(request: Request) -> dict:
 
 
 def submit(engine: Engine, request: ChatRequest) -> RequestHandle:
-    import asyncio
-
     try:
         return engine.submit(request, loop=asyncio.get_running_loop())
     except EngineBusy as error:
