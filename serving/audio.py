@@ -44,9 +44,7 @@ def read_audio(raw: bytes, fmt: str | None, max_seconds: float) -> tuple[np.ndar
     if fmt is not None and fmt not in INPUT_FORMATS:
         raise AudioError(f"Unsupported audio format {fmt!r}: expected one of {list(INPUT_FORMATS)}.")
     if fmt == "pcm16":
-        if len(raw) % 2:
-            raise AudioError("pcm16 audio must hold whole 16-bit samples (an even number of bytes).")
-        wave, rate = np.frombuffer(raw, dtype="<i2").astype(np.float32) / 32768.0, PCM16_RATE
+        wave, rate = pcm16_to_wave(raw), PCM16_RATE
     else:
         wave, rate = _decode_file(raw, fmt)
     seconds = len(wave) / rate

@@ -69,7 +69,8 @@ def expect(body: dict, name: str, kind: type | tuple, required: bool = False, de
         if required:
             raise APIError(400, f"Missing required parameter: '{name}'.", name, "missing_required_parameter")
         return default
-    if isinstance(value, bool) and kind is not bool and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if isinstance(value, bool) and bool not in kinds:  # JSON true/false would pass as an int otherwise
         raise APIError(400, f"'{name}' must be {_kind_name(kind)}, got a boolean.", name, "invalid_type")
     if not isinstance(value, kind):
         raise APIError(400, f"'{name}' must be {_kind_name(kind)}, got {type(value).__name__}.", name, "invalid_type")
