@@ -30,6 +30,7 @@ from modeling_omnidrca import OmniDRCAForConditionalGeneration, OmniDRCAProcesso
 from .checkpoints import resolve_resume
 from .curves import TrainingCurvesCallback
 from .sft import build_trainer, freeze_modules, prepare_dataset, sft_defaults
+from .token_rows import TokenRowsCallback, load_token_rows, save_token_rows, train_token_rows
 
 # The backbone's attention and MLP projections; not the SRH's or the Whisper encoder's (same layer names).
 BACKBONE_LINEAR_REGEX = r"model\.language_model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
@@ -50,6 +51,11 @@ class OmniDRCAScriptArguments:
     lora_target_regex: str = field(
         default=BACKBONE_LINEAR_REGEX,
         metadata={"help": "With use_peft and no lora_target_modules: PEFT regex (full match) of the LoRA targets."},
+    )
+    trainable_token_start: int | None = field(
+        default=None,
+        metadata={"help": "With a frozen backbone: the token embedding rows from this id on still train (the "
+                          "stream tokens added to a pretrained backbone's vocabulary; training/token_rows.py)."},
     )
 
 
@@ -78,12 +84,19 @@ def main(script_args: OmniDRCAScriptArguments, training_args: SFTConfig, model_a
         peft_config.target_modules = script_args.lora_target_regex
     trainer = build_trainer(model, processor, train, training_args, eval_dataset=evaluation,
                             peft_config=peft_config, callbacks=[TrainingCurvesCallback()])
+    start = script_args.trainable_token_start
+    embedding = model.get_input_embeddings()  # the same module inside the PEFT wrapper
+    if start is not None:
+        train_token_rows(embedding, start)
+        trainer.add_callback(TokenRowsCallback(embedding, start))
     if trainer.is_world_process_zero():
         trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
         backend = torch.distributed.get_backend() if torch.distributed.is_initialized() else "none"
         print(f"processes {training_args.world_size} (backend {backend}); train rows {len(train)}, eval rows {len(evaluation) if evaluation else 0}; frozen {frozen}; "
               f"trainable parameters {trainable / 1e6:.2f} M")
     resume = resolve_resume(training_args.resume_from_checkpoint, training_args.output_dir)
+    if start is not None and resume:
+        load_token_rows(embedding, resume)
     result = trainer.train(resume_from_checkpoint=resume)
     metrics = dict(result.metrics)
     if evaluation is not None:
@@ -91,6 +104,8 @@ def main(script_args: OmniDRCAScriptArguments, training_args: SFTConfig, model_a
     trainer.save_model(training_args.output_dir)  # full model, or the adapter (+ modules_to_save) with LoRA
     if trainer.is_world_process_zero():
         processor.save_pretrained(training_args.output_dir)
+        if start is not None:
+            save_token_rows(embedding, start, training_args.output_dir)
         with open(os.path.join(training_args.output_dir, "train_results.json"), "w") as f:
             json.dump(metrics, f, indent=2)
     return metrics

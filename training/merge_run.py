@@ -1,0 +1,49 @@
+"""A LoRA training run (or one of its checkpoints) -> one plain OmniDRCA folder, adapter merged in.
+
+    python -m training.merge_run --run runs/smollm2-sft --base runs/smollm2-init --output runs/smollm2-merged
+    python -m training.merge_run --run runs/smollm2-sft/checkpoint-600 --base runs/smollm2-init --output /tmp/m
+
+The run holds a PEFT adapter (LoRA + the `modules_to_save` copies) and, with `trainable_token_start`, the
+trained token-embedding rows (`token_rows.safetensors`). The output loads like any checkpoint, evaluates with
+`training.evaluate`, and packages with `training.package_parts`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from modeling_omnidrca import OmniDRCAForConditionalGeneration, OmniDRCAProcessor
+
+from .token_rows import load_token_rows
+
+
+def merge_run(run: str | Path, base: str | Path) -> OmniDRCAForConditionalGeneration:
+    """The base model with the run's adapter merged in and its token rows copied."""
+    from peft import PeftModel
+
+    model = OmniDRCAForConditionalGeneration.from_pretrained(base, dtype=torch.float32)
+    model = PeftModel.from_pretrained(model, str(run)).merge_and_unload()
+    load_token_rows(model.get_input_embeddings(), str(run))
+    return model.eval()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", required=True, help="a training output folder or one of its checkpoint-N folders")
+    parser.add_argument("--base", required=True, help="the model the run started from (its model_name_or_path)")
+    parser.add_argument("--output", required=True)
+    args = parser.parse_args(argv)
+    if not (Path(args.run) / "adapter_config.json").is_file():
+        raise SystemExit(f"{args.run} has no adapter_config.json: expected a LoRA run folder or checkpoint.")
+    model = merge_run(args.run, args.base)
+    model.config.name_or_path = f"{args.base} + {args.run} (merged)"
+    model.save_pretrained(args.output)
+    OmniDRCAProcessor.from_pretrained(args.base).save_pretrained(args.output)
+    print(f"wrote {args.output}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters")
+
+
+if __name__ == "__main__":
+    main()
