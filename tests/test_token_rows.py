@@ -4,8 +4,8 @@ checkpoints, resuming and `training.merge_run`."""
 import pytest
 import torch
 from peft import LoraConfig, PeftModel
-from test_sft import fresh_model, setup  # noqa: F401  (the module fixture)
 
+from test_sft import fresh_model, setup  # noqa: F401  (the module fixture)
 from training.merge_run import merge_run
 from training.sft import OmniDRCACollator, build_trainer, freeze_modules, sft_config
 from training.token_rows import ROWS_FILE, TokenRowsCallback, load_token_rows, train_token_rows
