@@ -8,6 +8,7 @@ lives in `processing/corpus.py`; this file only parses flags. Options beyond the
 recorded in `corpus_info.json`; left out, the corpus is exactly the shipped demo's):
 
     --max-operand 20 --assistant-voice festival-slt --sentences wordnet --sentence-fraction 0.3
+    --user-voices all --augment-fraction 0.3
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from processing.corpus import (
     build_corpus,
 )
 from processing.schema import TASKS
+from processing.user_voices import DEFAULT_USER_VOICES, OTHER_HELD_OUT_VOICES, OTHER_TRAIN_VOICES, USER_VOICE_MODES
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -41,12 +43,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-times-operand", type=int, default=None, help="largest times operand (default 10)")
     parser.add_argument("--assistant-voice", default=DEFAULT_ASSISTANT_VOICE, choices=sorted(ASSISTANT_VOICES),
                         help="voice of the spoken answers: espeak (en-us, 150 wpm) or festival-slt (festival's "
-                             "cmu_us_slt_arctic_hts); user turns always use espeak's voice pools")
+                             "cmu_us_slt_arctic_hts); user turns: see --user-voices")
     parser.add_argument("--sentences", default=None, metavar="PATH_OR_SOURCE",
                         help="open-vocabulary sentences for extra asr / t2s rows: 'wordnet' (Debian wordnet-base), "
                              "a WordNet data folder, or a text file with one sentence a line")
     parser.add_argument("--sentence-fraction", type=float, default=DEFAULT_SENTENCE_FRACTION,
                         help="share of each split's rows that are sentence rows (with --sentences)")
+    parser.add_argument("--user-voices", default=DEFAULT_USER_VOICES, choices=USER_VOICE_MODES,
+                        help="voices of the user turns: espeak (espeak-ng's pools only, the default) or all (about "
+                             "half of the spoken user turns by flite / festival voices: "
+                             f"{', '.join(OTHER_TRAIN_VOICES)} in train, held-out {', '.join(OTHER_HELD_OUT_VOICES)} "
+                             "in validation / test; needs "
+                             "apt-get install flite festival festvox-kallpc16k festvox-kdlpc16k)")
+    parser.add_argument("--augment-fraction", type=float, default=0.0, metavar="F",
+                        help="share (0..1) of the train split's spoken user turns augmented with speed, gain, noise "
+                             "and room effects (processing/augment.py), chosen from the seed; never validation / "
+                             "test (default 0.0)")
     parser.add_argument("--workers", type=int, default=1, help="parallel espeak-ng processes")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return parser.parse_args(argv)
@@ -59,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
         args.output, args.train, args.validation, args.test, seed=args.seed, tasks=args.tasks, facts_path=args.facts or FACTS_PATH,
         num_workers=args.workers, progress=not args.no_progress, max_operand=args.max_operand,
         max_times_operand=args.max_times_operand, assistant=args.assistant_voice, sentences=args.sentences,
-        sentence_fraction=args.sentence_fraction,
+        sentence_fraction=args.sentence_fraction, user_voices=args.user_voices, augment_fraction=args.augment_fraction,
     )  # fmt: skip
     counts = {split: len(ds) for split, ds in corpus.items()}
     print(f"Saved {json.dumps(counts)} to {args.output} in {time.perf_counter() - start:.1f} s")

@@ -64,6 +64,8 @@ from processing.synthesis import (  # re-exported: the corpus's interface has al
     synthesize_all,
     trim_silence,
 )
+from processing.user_voices import assign_user_voices, augment_rows, extras_info
+from processing.user_voices import check_options as check_user_options
 
 # ----------------------------------------------------------------------------------------------------------
 # Voices, rates, pitches
@@ -430,13 +432,16 @@ def plan_to_row(plan: RowPlan, clips: dict[SynthesisJob, np.ndarray],
 def build_split(split: str, num_rows: int, seed: int = 0, tasks: Sequence[str] = TASKS, num_workers: int = 1,
                 progress: bool = True, facts_path: FactsPath = FACTS_PATH, max_operand: int | None = None,
                 max_times_operand: int | None = None, assistant: str | AssistantVoice = DEFAULT_ASSISTANT_VOICE,
-                sentences=None, sentence_fraction: float = DEFAULT_SENTENCE_FRACTION) -> Dataset:
+                sentences=None, sentence_fraction: float = DEFAULT_SENTENCE_FRACTION, user_voices: str = "espeak",
+                augment_fraction: float = 0.0) -> Dataset:
     """Plan, synthesise and assemble one split as a `Dataset` with `processing.schema.FEATURES`.
-    The options after `facts_path` are `plan_split`'s, plus `assistant`: the answers' voice (`ASSISTANT_VOICES`)."""
-    plans = plan_split(split, num_rows, seed, tasks, facts_path, max_operand, max_times_operand, sentences,
-                       sentence_fraction)
+    The options after `facts_path` are `plan_split`'s, plus `assistant`: the answers' voice (`ASSISTANT_VOICES`),
+    `user_voices` and `augment_fraction` (`processing.user_voices`)."""
+    plans = assign_user_voices(plan_split(split, num_rows, seed, tasks, facts_path, max_operand, max_times_operand,
+                                          sentences, sentence_fraction), split, seed, user_voices)
     clips = synthesize_all(synthesis_jobs(plans, assistant), num_workers, progress, desc=f"espeak {split}")
-    return rows_to_dataset([plan_to_row(p, clips, assistant) for p in plans])
+    rows = [plan_to_row(p, clips, assistant) for p in plans]
+    return rows_to_dataset(augment_rows(rows, split, seed, augment_fraction))
 
 
 def corpus_info(corpus: DatasetDict, seed: int, tasks: Sequence[str]) -> dict:
@@ -475,20 +480,23 @@ def build_corpus(output_dir: str | Path, num_train: int, num_validation: int, nu
                  facts_path: FactsPath = FACTS_PATH, max_operand: int | None = None,
                  max_times_operand: int | None = None, assistant: str = DEFAULT_ASSISTANT_VOICE,
                  sentences: str | Path | None = None,
-                 sentence_fraction: float = DEFAULT_SENTENCE_FRACTION) -> DatasetDict:
+                 sentence_fraction: float = DEFAULT_SENTENCE_FRACTION, user_voices: str = "espeak",
+                 augment_fraction: float = 0.0) -> DatasetDict:
     """Build train/validation/test, save them with `save_to_disk(output_dir)` plus `corpus_info.json`.
 
     Train uses only train voices/rates/pitches/templates; validation and test only held-out ones.
     Deterministic given `seed` (independent of `num_workers`). A split of size 0 is saved empty.
     Options (defaults reproduce the shipped demo's corpus): `max_operand` / `max_times_operand` (arithmetic
     operand limits), `assistant` (the answers' voice, a key of `ASSISTANT_VOICES`), `sentences` and
-    `sentence_fraction` (open-vocabulary asr / t2s rows, `processing.sentences`); each non-default one is
+    `sentence_fraction` (open-vocabulary asr / t2s rows, `processing.sentences`), `user_voices` / `augment_fraction`
+    (flite / festival user voices, augmented train audio: `processing.user_voices`); each non-default one is
     recorded in `corpus_info.json`.
     """
     sizes = {"train": num_train, "validation": num_validation, "test": num_test}
     if any(n < 0 for n in sizes.values()):
         raise ValueError(f"Split sizes must be >= 0, got {sizes}.")
-    espeak_path()  # fail before any work if espeak-ng is missing
+    espeak_path()  # fail before any work if espeak-ng is missing (flite / festival too for user_voices="all")
+    check_user_options(user_voices, augment_fraction)
     voice = assistant_voice(assistant)
     limits = None if max_operand is None and max_times_operand is None else arithmetic_limits(max_operand,
                                                                                              max_times_operand)
@@ -503,7 +511,7 @@ def build_corpus(output_dir: str | Path, num_train: int, num_validation: int, nu
         pool = load_sentences(sentences)
     corpus = DatasetDict(
         {split: build_split(split, n, seed, tuple(tasks), num_workers, progress, facts_path, max_operand,
-                            max_times_operand, voice, pool, sentence_fraction)
+                            max_times_operand, voice, pool, sentence_fraction, user_voices, augment_fraction)
          for split, n in sizes.items()}
     )  # fmt: skip
     output_dir = Path(output_dir)
@@ -523,6 +531,7 @@ def build_corpus(output_dir: str | Path, num_train: int, num_validation: int, nu
         info["arithmetic"] = {"max_operand": limits}
     if pool is not None:
         info["sentences"] = {**pool.info(), "fraction": sentence_fraction, "template": OPEN_SENTENCE_TEMPLATE}
+    info.update(extras_info(corpus, seed, user_voices, augment_fraction))  # nothing for the defaults
     (output_dir / "corpus_info.json").write_text(json.dumps(info, indent=2) + "\n")
     return corpus
 

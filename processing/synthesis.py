@@ -1,5 +1,6 @@
-"""Speech synthesis for the corpora: espeak-ng for every user voice, and the assistant's voice (espeak-ng's plain
-en-us by default, or festival's HTS voice), with the parallel synthesis of a corpus's distinct clips.
+"""Speech synthesis for the corpora: espeak-ng for the user voices (flite / festival ones: `processing.user_voices`),
+and the assistant's voice (espeak-ng's plain en-us by default, or festival's HTS voice), with the parallel synthesis
+of a corpus's distinct clips.
 
 `processing.corpus` plans what is said by whom; this module says it.
 """
@@ -134,13 +135,10 @@ def synthesis_jobs(plans: Sequence[RowPlan], assistant: str | AssistantVoice = D
 
 def _synthesize_job(job: SynthesisJob) -> np.ndarray:
     text, voice, rate, pitch = job
-    if voice.startswith("festival:"):  # the festival assistant voice (`AssistantVoice.job_voice`)
-        from processing.voices import synthesize_festival  # imports this module: import it only when needed
+    if voice.startswith(("festival:", "flite:")):  # the festival assistant voice, flite / festival user voices
+        from processing.user_voices import synthesize_user  # imports this module: import it only when needed
 
-        wave = synthesize_festival(text, voice.split(":", 1)[1])
-        if wave.size == 0:
-            raise RuntimeError(f"festival produced only silence for {text!r} (voice {voice!r}).")
-        return to_int16(wave)
+        return to_int16(synthesize_user(text, voice))
     return to_int16(synthesize(*job))
 
 

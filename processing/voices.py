@@ -5,8 +5,10 @@ the judge hears well, to measure the judge's floor: the reference voice saying t
 (`training.evaluate --judge-floor`). festival's CMU US SLT HTS voice (female, Debian main, free) is the one
 Whisper understands best of the free voices tried (38/40 demo answers heard right by Whisper base).
 The corpus can also speak its answers with it (`python -m processing.build_corpus --assistant-voice festival-slt`).
+`synthesize_festival` takes any installed festival voice by name: `--user-voices all` (`processing.user_voices`) also
+speaks user turns with the diphone voices `kal_diphone` (festvox-kallpc16k) and `ked_diphone` (festvox-kdlpc16k).
 
-    apt-get install festival festvox-us-slt-hts
+    apt-get install festival festvox-us-slt-hts festvox-kallpc16k festvox-kdlpc16k
 """
 
 from __future__ import annotations
@@ -31,13 +33,14 @@ def text2wave_path() -> str:
     """Absolute path of festival's `text2wave`, or a FileNotFoundError that says how to install it."""
     path = shutil.which("text2wave")
     if path is None:
-        raise FileNotFoundError("festival's `text2wave` was not found on PATH; the reference voice needs it. Install "
-                                "it with `apt-get install festival festvox-us-slt-hts` (Debian/Ubuntu).")
+        raise FileNotFoundError("festival's `text2wave` was not found on PATH; festival voices need it. Install it "
+                                "with `apt-get install festival festvox-us-slt-hts` (Debian/Ubuntu).")
     return path
 
 
 def synthesize_festival(text: str, voice: str = FESTIVAL_VOICE, sampling_rate: int = SAMPLING_RATE) -> np.ndarray:
-    """Speak `text` with a festival voice: (T,) float32 in [-1, 1] at `sampling_rate`, silence trimmed.
+    """Speak `text` with the festival voice `voice` (the name after `voice_`, e.g. "kal_diphone"): (T,) float32 in
+    [-1, 1] at `sampling_rate`, silence trimmed.
 
     An empty text (or one festival says nothing for) gives an empty clip: a judge hears nothing in it.
     """
@@ -51,7 +54,8 @@ def synthesize_festival(text: str, voice: str = FESTIVAL_VOICE, sampling_rate: i
         stderr = result.stderr.decode(errors="replace").strip()
         if result.returncode != 0 or not out.is_file() or "error" in stderr.lower():
             raise RuntimeError(f"festival failed (exit {result.returncode}) for voice {voice!r}: {stderr or 'no audio'}"
-                               " (is the voice installed? apt-get install festvox-us-slt-hts)")
+                               " (is the voice installed? apt-get install festvox-us-slt-hts festvox-kallpc16k "
+                               "festvox-kdlpc16k)")
         wave, sr = sf.read(out, dtype="float32", always_2d=True)
     wave = trim_silence(wave.mean(axis=1), sr)
     if sr != sampling_rate and wave.size:
