@@ -35,8 +35,10 @@ def test_required_files_follow_relative_imports():
     for line in modeling.splitlines():
         if line.startswith("from .") and " import " in line:
             assert line.split()[1][1:] + ".py" in required, line
-    # Tools that never ship with a checkpoint stay out.
-    assert not {"__init__.py", "__main__.py", "hub_code.py", "convert_ct2_whisper.py"} & required
+    # Tools that never ship with a checkpoint stay out; the Whisper converter ships, as parts-only checkpoints
+    # rebuild their speech encoder with it (`pretrained_sources`, source `whisper-tiny.en`).
+    assert not {"__init__.py", "__main__.py", "hub_code.py"} & required
+    assert {"assembly.py", "pretrained_sources.py", "convert_ct2_whisper.py"} <= required
 
 
 def test_refresh_repairs_a_stale_copy_and_drops_leftovers(tmp_path):
@@ -44,15 +46,15 @@ def test_refresh_repairs_a_stale_copy_and_drops_leftovers(tmp_path):
     shutil.copytree(REPO / "tests" / "fixtures" / "tiny-random-omnidrca", folder)
     (folder / "modeling_omnidrca.py").write_text("# an old copy\n")
     (folder / "streams.py").unlink()
-    (folder / "convert_ct2_whisper.py").write_text("# a package file the folder does not need\n")
+    (folder / "hub_code.py").write_text("# a package file the folder does not need\n")
     weights = (folder / "model.safetensors").read_bytes()
 
-    assert hub_code.stale_code_files(folder) == ["convert_ct2_whisper.py", "modeling_omnidrca.py", "streams.py"]
+    assert hub_code.stale_code_files(folder) == ["hub_code.py", "modeling_omnidrca.py", "streams.py"]
     assert hub_code.main(["check", str(folder)]) == 1
-    assert hub_code.refresh_code_files(folder) == ["convert_ct2_whisper.py", "modeling_omnidrca.py", "streams.py"]
+    assert hub_code.refresh_code_files(folder) == ["hub_code.py", "modeling_omnidrca.py", "streams.py"]
     assert hub_code.stale_code_files(folder) == []
     assert hub_code.main(["check", str(folder)]) == 0
-    assert not (folder / "convert_ct2_whisper.py").exists()
+    assert not (folder / "hub_code.py").exists()
     assert (folder / "model.safetensors").read_bytes() == weights  # code only
 
 

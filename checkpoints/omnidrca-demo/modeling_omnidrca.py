@@ -37,6 +37,7 @@ from transformers.utils import can_return_tuple
 from transformers.utils.deprecation import deprecate_kwarg
 from transformers.utils.import_utils import torch_compilable_check
 
+from .assembly import ExternalWeightsMixin  # parts-only folders (`external_weights`) are assembled on load
 from .codec_omnidrca import OmniDRCASpeechCodec
 from .compose import OmniDRCABackbonesMixin
 from .configuration_omnidrca import OmniDRCAConfig
@@ -101,7 +102,7 @@ class OmniDRCAAudioProjector(nn.Module):
         return self.linear_2(self.act(self.linear_1(grouped)))  # (N, G, D)
 
 
-class OmniDRCAPreTrainedModel(PreTrainedModel):
+class OmniDRCAPreTrainedModel(ExternalWeightsMixin, PreTrainedModel):
     config: OmniDRCAConfig
     config_class = OmniDRCAConfig
     base_model_prefix = "model"
