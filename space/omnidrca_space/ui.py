@@ -17,22 +17,44 @@ import soundfile as sf
 
 from .audio import MAX_SECONDS, InputProblem, load_question, wav_bytes
 from .chat import MAX_TYPED_CHARS, MODES, TASKS, Sampling, build_conversation, stream_answer, user_turn
-from .models import CHECKPOINTS, DEFAULT_MODEL, REPO_ROOT, ModelRegistry, model_choices
+from .models import (
+    CHECKPOINTS,
+    DEFAULT_MODEL,
+    REPO_ROOT,
+    ModelRegistry,
+    SourceMissing,
+    card_capabilities,
+    model_choices,
+)
 from .plots import answer_figure
 
 logger = logging.getLogger("omnidrca_space")
 SPACE_DIR = Path(__file__).resolve().parents[1]
-EXAMPLE_DIRS = (DEFAULT_MODEL / "examples", SPACE_DIR / "examples")
 FACTS = REPO_ROOT / "processing" / "data" / "demo_facts.tsv"
 TEXT_UPDATE_S = 0.1
 ANSWERS_DIR = Path(tempfile.gettempdir()) / "omnidrca-space-answers"  # gradio serves files under the temp dir
 MAX_ERROR_CHARS = 300
 
+
+def example_dirs(default: Path = DEFAULT_MODEL) -> tuple[Path, ...]:
+    """Where the page's spoken examples come from: the default model's `examples/`, the small demo's (questions
+    every bundled model answers, so a default without examples still has them), then the Space's own."""
+    return tuple(dict.fromkeys([default / "examples", CHECKPOINTS / "omnidrca-demo" / "examples", SPACE_DIR / "examples"]))
+
+
+EXAMPLE_DIRS = example_dirs()
+
 INTRO = f"""
 # OmniDRCA: ask by voice, hear the answer
 The model hears your spoken question and answers **in text and speech at the same time**, in one pass
-(the text streams in while the speech plays).
+(the text streams in while the speech plays). Pick a model below: what it can and cannot do is stated
+under its name.
 
+Typed text (with no recording) is read aloud. Clips are limited to {MAX_SECONDS:.0f} s.
+"""
+
+# What the small demo models (checkpoints/omnidrca-demo*, no card section of their own) can do.
+DEMO_CAPABILITIES = """
 **This is a small demo model** (19 M parameters) trained from scratch on a 2-core CPU, on synthetic
 espeak-ng voices only. It knows a closed domain, and has never heard a human voice, so speak slowly and
 clearly, or start with the bundled examples below.
@@ -43,15 +65,26 @@ clearly, or start with the bundled examples below.
 | capitals of about 40 countries | “what is the capital of france” |
 | colours, animal sounds, opposites | “what color is the sky”, “what sound does a cat make”, “opposite of big” |
 | transcription, repeat after me | choose the task, then say “the capital of japan is tokyo” |
-
-Typed text (with no recording) is read aloud. Clips are limited to {MAX_SECONDS:.0f} s.
 """
 
 
-def load_examples() -> list[tuple[str, str, str]]:
-    """(wav path, question, task) for every bundled example: the checkpoint's, then the Space's own."""
+def capabilities_markdown(folder: str) -> str:
+    """What the model at `folder` can and cannot do, for the panel under the intro: its model card's
+    `## What it can and cannot do` section, else the small demo's table for an `omnidrca-demo*` folder."""
+    name = Path(folder).name
+    text = card_capabilities(folder) if Path(folder).is_dir() else None
+    if text is None and name.startswith("omnidrca-demo"):
+        text = DEMO_CAPABILITIES.strip()
+    if text is None:
+        text = (f"No description of what {name} can do: its folder has no README.md with a section "
+                "“What it can and cannot do”.")
+    return f"### What {name} can and cannot do\n\n{text}"
+
+
+def load_examples(dirs: tuple[Path, ...] = EXAMPLE_DIRS) -> list[tuple[str, str, str]]:
+    """(wav path, question, task) for every bundled example: the checkpoints', then the Space's own."""
     examples = []
-    for folder in EXAMPLE_DIRS:
+    for folder in dirs:
         index = folder / "questions.json"
         if index.is_file():
             for name, info in json.loads(index.read_text()).items():
@@ -95,11 +128,11 @@ def reset_player() -> dict:
     return gr.update(value=None)
 
 
-def refused(history: list, turns: list) -> Iterator[tuple[Any, ...]]:
+def refused(history: list, turns: list, status: str = "") -> Iterator[tuple[Any, ...]]:
     """The last outputs of a run that never reached the model. The None first opens the live stream:
     gradio 6.0 fails (KeyError) a streaming run whose end closes a stream it never opened."""
-    yield history, None, None, None, "", turns
-    yield history, reset_player(), None, None, "", turns
+    yield history, None, None, None, status, turns
+    yield history, reset_player(), None, None, status, turns
 
 
 def save_answer(wave: np.ndarray, rate: int) -> str:
@@ -121,6 +154,31 @@ def check_question(audio_path: str | None) -> tuple[Any, str]:
         gr.Warning(str(problem))
         return None, f"ℹ️ {problem}"
     return gr.skip(), ""
+
+
+def load_message(registry: ModelRegistry, model_name: str) -> str:
+    """Load `model_name` (once, kept by the registry); "" when it is ready, else the status line saying why not."""
+    try:
+        registry.get(model_name)
+    except ValueError as problem:  # a checkpoint that does not load, or whose pretrained source is not installed
+        logger.warning("%s", problem)
+        return f"ℹ️ {problem}"
+    except Exception as error:
+        logger.exception("loading %s failed", model_name)
+        return f"ℹ️ Could not load {Path(model_name).name}: {describe(error)}"
+    return ""
+
+
+def make_select(registry: ModelRegistry, models: Mapping[str, str]):
+    """The dropdown's change handler: load the selected model; the status line says if it cannot load."""
+    allowed = set(models.values())
+
+    def select(model_name: str) -> str:
+        if model_name not in allowed:
+            return f"ℹ️ “{model_name}” is not one of this Space's models: pick one from the Model list."
+        return load_message(registry, model_name)
+
+    return select
 
 
 def make_respond(registry: ModelRegistry, models: Mapping[str, str], stream_audio: bool = True):
@@ -156,7 +214,9 @@ def make_respond(registry: ModelRegistry, models: Mapping[str, str], stream_audi
                 raise InputProblem(f"“{model_name}” is not one of this Space's models: pick one from the Model list.")
             loaded = registry.get(model_name)
         except ValueError as problem:  # InputProblem, or a checkpoint that does not load: the message says why
-            yield from refused(notice(history, str(problem)), turns)
+            # Why a model does not load also goes to the status line, where it stays until the next answer.
+            status = "" if isinstance(problem, InputProblem) else f"ℹ️ {problem}"
+            yield from refused(notice(history, str(problem)), turns, status)
             return
         except Exception as error:
             logger.exception("input or model loading failed")
@@ -212,22 +272,30 @@ def make_respond(registry: ModelRegistry, models: Mapping[str, str], stream_audi
 def build_demo(model: str | None = None, checkpoints: str | Path = CHECKPOINTS,
                registry: ModelRegistry | None = None, stream_audio: bool = True) -> gr.Blocks:
     """The page. `model` (a folder or Hub id) is selected first; the dropdown also lists every
-    `checkpoints/omnidrca-demo*` folder. The selected model is loaded now, the others on first use.
+    `checkpoints/omnidrca-*` model. The selected model is loaded now, the others when first selected.
     `stream_audio=False` (no ffmpeg for gradio's live stream) hides the live player and autoplays the file."""
     registry = registry or ModelRegistry()
     choices, selected = model_choices(model, checkpoints)
     if selected is None:
         raise ValueError(f"No OmniDRCA checkpoint found: expected {DEFAULT_MODEL} or --model <folder or Hub id>, "
                          f"got an empty {checkpoints}. Fix: run from a checkout, or pass --model.")
-    registry.get(selected)  # load once at start-up: the first visitor should not wait for it
+    # Load once at start-up: the first visitor should not wait for it. A model whose pretrained source package is
+    # missing leaves the page up, saying what to install in the status line; any other load error stops here.
+    problem = ""
+    try:
+        registry.get(selected)
+    except SourceMissing as missing:
+        logger.warning("%s", missing)
+        problem = f"ℹ️ {missing}"
     examples = load_examples()
 
     with gr.Blocks(title="OmniDRCA demo") as demo:
         gr.Markdown(INTRO)
+        capabilities = gr.Markdown(capabilities_markdown(selected), elem_id="model-capabilities")
         with gr.Row():
             with gr.Column(scale=2):
                 model_box = gr.Dropdown([(k, v) for k, v in choices.items()], value=selected, label="Model",
-                                        info="Loaded on first use, then kept.", elem_id="model-choice")
+                                        info="Loaded when first selected, then kept.", elem_id="model-choice")
                 audio_in = gr.Audio(sources=["microphone", "upload"], type="filepath",
                                     label="Your question (speak or upload)", elem_id="question-audio")
                 typed_in = gr.Textbox(label="Or type a sentence to hear it read aloud", lines=1,
@@ -252,7 +320,7 @@ def build_demo(model: str | None = None, checkpoints: str | Path = CHECKPOINTS,
                                                 for _, question, task in examples], label="Spoken examples")
             with gr.Column(scale=3):
                 chat = gr.Chatbot(label="Conversation", height=380, elem_id="chat")
-                status = gr.Markdown(elem_id="status")
+                status = gr.Markdown(problem, elem_id="status")
                 live = gr.Audio(label="Spoken answer (live)", streaming=True, autoplay=True, visible=stream_audio,
                                 elem_id="live-audio")
                 answer_audio = gr.Audio(label="Spoken answer (file)", type="filepath", autoplay=not stream_audio,
@@ -270,7 +338,12 @@ def build_demo(model: str | None = None, checkpoints: str | Path = CHECKPOINTS,
             finished(check_question, audio_in, [audio_in, status], api_visibility="private", show_progress="hidden")
         # api_visibility, not api_name=False: gradio 6.0 publishes that as an endpoint named "/False".
         clear.click(lambda: ([], None, None, None, "", []), None, outputs, api_visibility="private")
+        # A new selection: say at once what it can do, then load it, so a model that cannot load says why now.
+        model_box.change(capabilities_markdown, model_box, capabilities, api_visibility="private",
+                         show_progress="hidden").then(
+            make_select(registry, choices), model_box, status, api_visibility="private")
     return demo
 
 
-__all__ = ["build_demo", "check_question", "fact_list_markdown", "load_examples", "make_respond"]
+__all__ = ["build_demo", "capabilities_markdown", "check_question", "fact_list_markdown", "load_examples",
+           "load_message", "make_respond", "make_select"]

