@@ -1,6 +1,6 @@
 """Generation speed: real-time factor, time to first audio, k=5 vs k=1, and transformers' Moshi.
 
-    python benchmarks/generation.py [--runs 3] [--threads 2] [--seconds 10] [--only demo,paper,moshi]
+    python benchmarks/generation.py [--runs 3] [--threads 2] [--seconds 10] [--only demo,paper,moshi,smollm2]
 
 Every configuration runs in its own subprocess (so peak RSS is its own) with random weights (speed does not
 depend on them) and generates exactly `--seconds` of speech: the end tokens of both streams are suppressed
@@ -37,6 +37,10 @@ SIZES = {
                  srh_ffn=384, vocab=None),
     "paper": dict(hidden=768, layers=10, heads=12, kv_heads=4, ffn=2048, srh_hidden=128, srh_layers=2, srh_heads=4,
                   srh_ffn=384, vocab=None),
+    # The SmolLM2 demo (checkpoints/omnidrca-smollm2): SmolLM2-135M's shape (30 layers of 576, 9 heads, 3 KV
+    # heads, its 49,152 + 6 token vocabulary) and the SRH of training/init_model.py (192 x 2).
+    "smollm2": dict(hidden=576, layers=30, heads=9, kv_heads=3, ffn=1536, srh_hidden=192, srh_layers=2, srh_heads=4,
+                    srh_ffn=576, vocab=49158),
     # The tiny Moshi of moshi_baseline.build_tiny_moshi(256, 6): depth decoder 64 x 2 layers, 1 head, ffn 352
     # (gate+up fused, so 176 per half), text vocabulary 32000.
     "moshi": dict(hidden=256, layers=6, heads=4, kv_heads=4, ffn=704, srh_hidden=64, srh_layers=2, srh_heads=1,
@@ -273,6 +277,10 @@ def report(results: dict, seconds: float) -> None:
     if ours and moshi:
         print(f"| k=5 vs Moshi, tokens only | {moshi['gen_s'] / ours['gen_s']:.2f}x | | | | | >= 2x |")
         print(f"| k=5 vs Moshi, tokens + waveform | {moshi['total_s'] / ours['total_s']:.2f}x | | | | | >= 2x |")
+    if "smollm2-5" in results:
+        r = results["smollm2-5"]
+        print(f"| smollm2 k=5 real-time factor, time to first audio ({r['chunk_steps']}-step chunks) | "
+              f"{r['rtf']:.1f}x, {r['ttfa_ms']:.0f} ms | | | | | > 1x (faster than real time) |")
     if "demo-5" in results:
         print(f"| demo k=5 time to first audio ({results['demo-5']['chunk_steps']}-step chunks) | "
               f"{results['demo-5']['ttfa_ms']:.0f} ms | | | | | < 250 ms |")
@@ -284,7 +292,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--chunk-steps", type=int, default=1, help="5 Hz steps per streamed audio chunk")
-    parser.add_argument("--only", default="demo,paper,moshi", help="comma-separated subset of demo,paper,moshi")
+    parser.add_argument("--only", default="demo,paper,moshi", help="comma-separated subset of demo,paper,moshi,smollm2")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
