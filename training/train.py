@@ -85,6 +85,9 @@ def main(script_args: OmniDRCAScriptArguments, training_args: SFTConfig, model_a
     trainer = build_trainer(model, processor, train, training_args, eval_dataset=evaluation,
                             peft_config=peft_config, callbacks=[TrainingCurvesCallback()])
     start = script_args.trainable_token_start
+    if start is not None and training_args.weight_decay:
+        raise ValueError(f"trainable_token_start needs weight_decay 0 (got {training_args.weight_decay}): decoupled "
+                         "decay would shrink the frozen embedding rows too. Set `weight_decay: 0.0`.")
     embedding = model.get_input_embeddings()  # the same module inside the PEFT wrapper
     if start is not None:
         train_token_rows(embedding, start)
