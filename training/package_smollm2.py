@@ -76,8 +76,8 @@ wave = processor.post_process_multimodal_output(out, generation_mode="audio")[0]
 Synthetic English speech (`processing.build_corpus`): {corpus}. User turns: espeak-ng voice pools, flite and
 festival voices, half of the training split's user audio augmented (speed, gain, noise, room); arithmetic with
 operands 0-20, the facts of `processing/data/demo_facts.tsv`, and open-vocabulary WordNet example sentences
-(30 % of rows, ASR and T2S). Validation and test use voices, rates, pitches and phrasings never trained on.
-Two LoRA stages on the frozen backbone ({steps}). Reproduce everything with `bash training/make_smollm2.sh`.
+(ASR and T2S rows). Validation and test use voices, rates, pitches and phrasings never trained on.
+LoRA stages on the frozen backbone, each merged before the next ({steps}). Reproduce everything with `bash training/make_smollm2.sh`.
 
 ## Evaluation (test split: held-out voices and phrasings; greedy)
 
@@ -95,28 +95,33 @@ def _table(path: str | None, render) -> str:
     return render(json.loads(Path(path).read_text())) if path else "(not evaluated yet)"
 
 
+def _corpus_summary(path: str) -> str:
+    info = json.loads(Path(path).read_text())
+    splits = ", ".join(f"{s} {v['rows']} rows ({v['audio_hours']:.1f} h of audio)" for s, v in info["splits"].items() if v["rows"])
+    return f"`{Path(path).parent.name}` (seed {info['seed']}): {splits}"
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="the merged training output (training.merge_run)")
     parser.add_argument("--output", required=True)
     parser.add_argument("--eval", help="training.evaluate JSON of this model")
     parser.add_argument("--listening", help="training.listening JSON of this model")
-    parser.add_argument("--corpus-info", help="corpus_info.json of the training corpus")
+    parser.add_argument("--corpus-info", nargs="+", default=[], help="corpus_info.json of each training corpus")
     parser.add_argument("--abilities", help="a markdown file: what the model can and cannot do, from the tables")
     parser.add_argument("--steps", default="see training/configs/smollm2_stage*.yaml")
+    parser.add_argument("--curves", help="training_curves.png of the last stage (default: the run --model merged)")
     args = parser.parse_args(argv)
 
     out = Path(args.output)
     summary = package(args.model, out, dtype=torch.float16)
     print(f"parts {summary['parts_bytes'] / 2**20:.1f} MiB, max abs error {summary.get('max_abs_error')}")
     write_examples(out / "examples", EXAMPLES)
-    curves = Path(args.model).parent / "smollm2-stage2" / "training_curves.png"
+    curves = Path(args.curves or str(args.model).removesuffix("-merged"))
+    curves = curves / "training_curves.png" if curves.is_dir() else curves
     if curves.exists():
         (out / "training_curves.png").write_bytes(curves.read_bytes())
-    corpus = "see corpus_info.json"
-    if args.corpus_info:
-        info = json.loads(Path(args.corpus_info).read_text())
-        corpus = ", ".join(f"{s} {v['rows']} rows ({v['audio_hours']:.1f} h of audio)" for s, v in info["splits"].items())
+    corpus = "; ".join(_corpus_summary(path) for path in args.corpus_info) or "see corpus_info.json"
     from .listening import markdown as listening_markdown
 
     listening = _table(args.listening, lambda r: listening_markdown(r["table"], r["skipped"], r.get("judge", "tiny.en")))
