@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 from modeling_omnidrca import OmniDRCAForConditionalGeneration, assembly, pretrained_sources
 from modeling_omnidrca.hub_code import required_code_files
 from omnidrca_tester import OmniDRCAModelTester
-from training import package_parts
+from training import compact_run, package_parts
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "tiny-random-omnidrca"
 NEW_ROWS = 4  # the "pretrained" backbone's vocabulary is this much smaller (the stream tokens are new rows)
@@ -103,6 +103,34 @@ def test_package_stores_rows_and_factors_and_assembly_reproduces_the_model(tmp_p
     inputs = OmniDRCAModelTester().prepare_inputs(model.config)
     with torch.no_grad():
         torch.testing.assert_close(loaded(**inputs).logits, model(**inputs).logits, atol=1e-4, rtol=1e-4)
+
+
+def test_compact_run_truncates_backbone_differences_and_keeps_the_rest(tmp_path, sources):
+    full, _ = trained(tmp_path)  # rank-2 differences on every backbone linear layer
+    state = load_file(full / "model.safetensors")
+    q = f"{LM}.layers.0.self_attn.q_proj.weight"  # gets a third direction, weaker than the other two
+    state[q] = state[q] + 0.01 * torch.randn(state[q].shape[0], 1) @ torch.randn(1, state[q].shape[1])
+    save_file(state, full / "model.safetensors")
+    base = load_file(tmp_path / "test-backbone.safetensors")
+
+    exact = compact_run.compact(full, tmp_path / "r3", rank=3, external={LM: "test-backbone", AUDIO: "test-encoder"})
+    assert exact["max_relative_error"] < 1e-6
+    for name, tensor in load_file(tmp_path / "r3" / "model.safetensors").items():
+        torch.testing.assert_close(tensor, state[name], atol=1e-5, rtol=0)
+
+    summary = compact_run.compact(full, tmp_path / "r2", rank=2, external={LM: "test-backbone", AUDIO: "test-encoder"})
+    out = load_file(tmp_path / "r2" / "model.safetensors")
+    delta = out[q] - base["layers.0.self_attn.q_proj.weight"]
+    original = state[q] - base["layers.0.self_attn.q_proj.weight"]
+    assert torch.linalg.matrix_rank(delta).item() == 2
+    error = ((original - delta).norm() / original.norm()).item()
+    assert 0 < error < 0.5 and error == pytest.approx(summary["max_relative_error"], rel=1e-4)
+    for name, tensor in out.items():  # only q changed: the other differences are rank 2 already
+        if name != q:
+            torch.testing.assert_close(tensor, state[name], atol=1e-5, rtol=0)
+    assert (tmp_path / "r2" / "config.json").is_file() and json.loads((tmp_path / "r2" / "compact.json").read_text())["rank"] == 2
+    with pytest.raises(ValueError, match="positive integer"):
+        compact_run.compact(full, tmp_path / "r0", rank=0)
 
 
 def test_tied_head_follows_the_embedding_and_float16_storage(tmp_path, sources):
