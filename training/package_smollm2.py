@@ -1,8 +1,8 @@
 """Package the SmolLM2 demo as a parts-only checkpoint with its card, examples and measured tables.
 
-    python -m training.package_smollm2 --model runs/smollm2-stage2-merged --output checkpoints/omnidrca-smollm2 \
-        --eval runs/eval/smollm2.json --listening runs/eval/listening-smollm2.json \
-        --corpus-info data/corpus-smollm2/corpus_info.json
+    python -m training.package_smollm2 --model runs/smollm2-stage3-r64 --curves runs/smollm2-stage3 \
+        --output checkpoints/omnidrca-smollm2 --eval runs/eval/smollm2.json --listening runs/eval/listening-smollm2.json \
+        --corpus-info data/corpus-smollm2/corpus_info.json data/corpus-smollm2-s1/corpus_info.json
 
 The weights go through `training.package_parts` in float16: SmolLM2-135M-Instruct and the Whisper tiny.en
 encoder are not stored but named (their installed packages rebuild them on first load); the LoRA merged into
@@ -104,7 +104,7 @@ def _corpus_summary(path: str) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True, help="the merged training output (training.merge_run)")
+    parser.add_argument("--model", required=True, help="a full folder: training.merge_run's output, or training.compact_run's")
     parser.add_argument("--output", required=True)
     parser.add_argument("--eval", help="training.evaluate JSON of this model")
     parser.add_argument("--listening", help="training.listening JSON of this model")
