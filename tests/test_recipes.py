@@ -88,7 +88,8 @@ def test_stage_configs_parse_with_project_defaults():
 def test_smollm2_configs_chain_and_train_the_added_rows_without_decay():
     parse = lambda name: lm_recipe.make_parser().parse_args_and_config(["--config", str(CONFIGS / name)])  # noqa: E731
     stages = (("smollm2_stage1.yaml", "runs/smollm2-init"), ("smollm2_stage2.yaml", "runs/smollm2-stage1-merged"),
-              ("smollm2_stage3.yaml", "runs/smollm2-stage2-merged"))
+              ("smollm2_stage3.yaml", "runs/smollm2-stage2-merged"),
+              ("smollm2_stage4.yaml", "runs/smollm2-stage3-r64"))  # stage 4 starts from what shipped: rank 64
     for stage, start in stages:
         script, args, model = parse(stage)
         assert model.model_name_or_path == start and script.freeze_backbone and model.use_peft
@@ -97,6 +98,7 @@ def test_smollm2_configs_chain_and_train_the_added_rows_without_decay():
         assert set(model.lora_modules_to_save) == {"multi_modal_projector", "speech_embed", "speech_head"}
     assert parse("smollm2_stage2.yaml")[0].speech_loss_weight == 2.0
     assert parse("smollm2_stage3.yaml")[0].dataset_path == "data/corpus-smollm2-s1"  # the second corpus
+    assert parse("smollm2_stage4.yaml")[0].dataset_path == "data/corpus-smollm2-s2"  # the third
     script, args, model = parse("smollm2_lora_capitals.yaml")
     assert model.model_name_or_path == "checkpoints/omnidrca-smollm2" and not model.lora_modules_to_save
 
