@@ -5,6 +5,7 @@ import json
 import logging
 import shutil
 import sys
+import tempfile
 import wave as wavlib
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from omnidrca_space import (
     ModelRegistry,
     build_conversation,
     build_demo,
+    ffmpeg_bin_dir,
     find_checkpoints,
     load_question,
     make_respond,
@@ -90,6 +92,22 @@ def test_question_audio_is_read_as_mono_and_bad_inputs_say_what_to_do(tmp_path):
             load_question(tmp_path / name)
     with pytest.raises(InputProblem, match="Record a question"):
         load_question(None)
+
+
+def test_the_ffmpeg_folder_never_hands_out_a_link_a_deleted_install_left(tmp_path, monkeypatch):
+    # imageio-ffmpeg's binary has a versioned name; gradio runs `ffmpeg` from PATH, so the Space links it.
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # the link folders, kept out of /tmp
+    (tmp_path / "tmp").mkdir()
+    first, second = tmp_path / "venv1" / "ffmpeg-linux-v1", tmp_path / "venv2" / "ffmpeg-linux-v1"
+    for binary in (first, second):
+        binary.parent.mkdir()
+        binary.write_bytes(b"#!/bin/sh\n")
+    folder = Path(ffmpeg_bin_dir(str(first)))
+    assert (folder / "ffmpeg").resolve() == first.resolve()
+    assert ffmpeg_bin_dir(str(first)) == str(folder)  # asked again: the same folder, the link kept
+    shutil.rmtree(first.parent)  # that install is gone; a new one has its binary elsewhere
+    assert (Path(ffmpeg_bin_dir(str(second))) / "ffmpeg").resolve() == second.resolve()
+    assert Path(ffmpeg_bin_dir("/usr/local/bin/ffmpeg")) == Path("/usr/local/bin")  # already named ffmpeg
 
 
 def test_checkpoint_list_finds_demo_folders_and_puts_the_given_model_first(tmp_path, monkeypatch):

@@ -6,6 +6,7 @@ microphone: the page shows it as it is and keeps serving.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import shutil
@@ -44,16 +45,22 @@ def find_ffmpeg() -> str | None:
 
 def ffmpeg_bin_dir(ffmpeg: str) -> str:
     """A folder holding `ffmpeg` under that very name, for programs that run it from PATH (gradio does):
-    its own folder, or a temporary one with a link (imageio-ffmpeg's binary has a versioned name)."""
+    its own folder, or a temporary one with a link (imageio-ffmpeg's binary has a versioned name).
+
+    The temporary folder is named after the binary's path, so a link another install left behind (its
+    virtualenv since deleted, or another environment's binary) is never the one handed out.
+    """
     if Path(ffmpeg).name == "ffmpeg":
         return str(Path(ffmpeg).parent)
-    shim = Path(tempfile.gettempdir()) / "omnidrca-space-bin"
+    target = Path(ffmpeg).resolve()
+    key = hashlib.sha256(str(target).encode()).hexdigest()[:16]
+    shim = Path(tempfile.gettempdir()) / f"omnidrca-space-bin-{key}"
     shim.mkdir(exist_ok=True)
     link = shim / "ffmpeg"
-    if not link.exists():
+    if not link.is_symlink():
         try:
-            link.symlink_to(ffmpeg)
-        except FileExistsError:  # another process made it first
+            link.symlink_to(target)
+        except FileExistsError:  # another process made the same link first
             pass
     return str(shim)
 
