@@ -89,7 +89,8 @@ def test_smollm2_configs_chain_and_train_the_added_rows_without_decay():
     parse = lambda name: lm_recipe.make_parser().parse_args_and_config(["--config", str(CONFIGS / name)])  # noqa: E731
     stages = (("smollm2_stage1.yaml", "runs/smollm2-init"), ("smollm2_stage2.yaml", "runs/smollm2-stage1-merged"),
               ("smollm2_stage3.yaml", "runs/smollm2-stage2-merged"),
-              ("smollm2_stage4.yaml", "runs/smollm2-stage3-r64"))  # stage 4 starts from what shipped: rank 64
+              ("smollm2_stage4.yaml", "runs/smollm2-stage3-r64"),  # stage 4 starts from what shipped: rank 64
+              ("smollm2_stage5.yaml", "runs/smollm2-stage4-r64"))
     for stage, start in stages:
         script, args, model = parse(stage)
         assert model.model_name_or_path == start and script.freeze_backbone and model.use_peft
@@ -99,6 +100,9 @@ def test_smollm2_configs_chain_and_train_the_added_rows_without_decay():
     assert parse("smollm2_stage2.yaml")[0].speech_loss_weight == 2.0
     assert parse("smollm2_stage3.yaml")[0].dataset_path == "data/corpus-smollm2-s1"  # the second corpus
     assert parse("smollm2_stage4.yaml")[0].dataset_path == "data/corpus-smollm2-s2"  # the third
+    stage5 = parse("smollm2_stage5.yaml")[0]
+    assert stage5.dataset_path == "data/corpus-smollm2-s3" and stage5.text_alignment == "spread"
+    assert all(parse(f"smollm2_stage{n}.yaml")[0].text_alignment is None for n in (1, 2, 3, 4))
     script, args, model = parse("smollm2_lora_capitals.yaml")
     assert model.model_name_or_path == "checkpoints/omnidrca-smollm2" and not model.lora_modules_to_save
 
@@ -148,6 +152,24 @@ def test_freeze_backbone_keeps_the_text_lm_fixed(corpus, tmp_path):
     assert not any(k.startswith(("model.language_model.", "lm_head.", "speech_codec.")) for k in moved)
     assert any(k.startswith("model.audio_tower.") for k in moved) and any(k.startswith("speech_head.") for k in moved)
     assert json.loads((tmp_path / "train_results.json").read_text())["train_loss"] > 0
+
+
+def test_a_lora_run_that_switches_to_spread_text_saves_and_merges_that_layout(corpus, tmp_path):
+    from modeling_omnidrca import OmniDRCAConfig, OmniDRCAProcessor
+    from training.merge_run import main as merge_main
+
+    run, merged = tmp_path / "run", tmp_path / "merged"
+    script, args, model_args = lm_recipe.make_parser().parse_args_and_config([
+        "--config", str(CONFIGS / "tiny_smoke.yaml"), "--dataset_path", str(corpus), "--output_dir", str(run),
+        "--text_alignment", "spread", "--use_peft", "true", "--lora_r", "2", "--tasks", "t2s", "--max_steps", "2",
+        "--eval_strategy", "no", "--save_strategy", "no", "--report_to", "none",
+    ])
+    lm_recipe.main(script, args, model_args)
+    assert OmniDRCAProcessor.from_pretrained(run).stream_layout.spreads_text
+    merge_main(["--run", str(run), "--base", str(TINY), "--output", str(merged)])
+    assert OmniDRCAConfig.from_pretrained(merged).text_alignment == "spread"
+    assert OmniDRCAProcessor.from_pretrained(merged).text_alignment == "spread"
+    assert OmniDRCAConfig.from_pretrained(TINY).text_alignment == "leading"  # the base is untouched
 
 
 def test_freeze_modules_names_what_it_froze():

@@ -77,6 +77,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--srh-layers", type=int, default=2)
     parser.add_argument("--group-size", type=int, default=5)
     parser.add_argument("--speech-delay", type=int, default=2)
+    parser.add_argument("--text-alignment", choices=["leading", "spread"], default="leading",
+                        help="where a spoken answer's text sits beside its speech (config.text_alignment)")
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)
 
@@ -152,12 +154,12 @@ def main(argv: list[str] | None = None) -> None:
         model = compose_from_backbones(
             text_dir, args.whisper, codec_model=args.codec, srh_config=srh_config, vocab_size=len(tokenizer),
             group_size=args.group_size, speech_delay=args.speech_delay, speech_head_type=args.speech_head_type,
-            **head, **stream_token_ids(tokenizer),
+            text_alignment=args.text_alignment, **head, **stream_token_ids(tokenizer),
         )  # fmt: skip
     processor = OmniDRCAProcessor(
         OmniDRCAFeatureExtractor(feature_size=model.config.audio_config.num_mel_bins), tokenizer,
         group_size=model.config.group_size, speech_delay=model.config.speech_delay,
-        speech_vocab_size=model.config.speech_vocab_size,
+        speech_vocab_size=model.config.speech_vocab_size, text_alignment=model.config.text_alignment,
     )  # fmt: skip
     processor.check_model_compatibility(model.config)
     backbone = args.text_backbone or "a new Qwen2"

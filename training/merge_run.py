@@ -40,8 +40,14 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"{args.run} has no adapter_config.json: expected a LoRA run folder or checkpoint.")
     model = merge_run(args.run, args.base)
     model.config.name_or_path = f"{args.base} + {args.run} (merged)"
+    # The run's processor (the trainer saves it with the run and each checkpoint) carries a layout the run may
+    # have switched (`train.py --text_alignment`); the base's is the fallback.
+    trained = Path(args.run) / "processor_config.json"
+    processor = OmniDRCAProcessor.from_pretrained(args.run if trained.is_file() else args.base)
+    model.config.text_alignment = processor.text_alignment
+    processor.check_model_compatibility(model.config)
     model.save_pretrained(args.output)
-    OmniDRCAProcessor.from_pretrained(args.base).save_pretrained(args.output)
+    processor.save_pretrained(args.output)
     print(f"wrote {args.output}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters")
 
 

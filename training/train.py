@@ -52,6 +52,11 @@ class OmniDRCAScriptArguments:
         default=BACKBONE_LINEAR_REGEX,
         metadata={"help": "With use_peft and no lora_target_modules: PEFT regex (full match) of the LoRA targets."},
     )
+    text_alignment: str | None = field(
+        default=None,
+        metadata={"help": "Switch the model's stream layout before training ('leading' or 'spread': a spoken answer's "
+                          "text spread over its speech); the model and processor saved after training carry it."},
+    )
     trainable_token_start: int | None = field(
         default=None,
         metadata={"help": "With a frozen backbone: the token embedding rows from this id on still train (the "
@@ -62,7 +67,11 @@ class OmniDRCAScriptArguments:
 def main(script_args: OmniDRCAScriptArguments, training_args: SFTConfig, model_args: ModelConfig) -> dict:
     dtype = model_args.dtype if model_args.dtype in (None, "auto") else getattr(torch, model_args.dtype)
     model = OmniDRCAForConditionalGeneration.from_pretrained(model_args.model_name_or_path, dtype=dtype)
-    processor = OmniDRCAProcessor.from_pretrained(model_args.model_name_or_path)
+    alignment = {"text_alignment": script_args.text_alignment} if script_args.text_alignment else {}
+    processor = OmniDRCAProcessor.from_pretrained(model_args.model_name_or_path, **alignment)
+    for name, value in alignment.items():
+        setattr(model.config, name, value)
+        model.config.validate_omnidrca()
     for name in ("contrastive_weight", "speech_loss_weight"):
         if getattr(script_args, name) is not None:
             setattr(model.config, name, getattr(script_args, name))

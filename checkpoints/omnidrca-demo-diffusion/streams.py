@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 IGNORE_INDEX = -100
+TEXT_ALIGNMENTS = ("leading", "spread")  # where an answer's text tokens sit beside its speech (see `build_assistant_streams`)
 
 
 @dataclass
@@ -47,6 +48,7 @@ class StreamLayout:
     assistant_eos_token_id: int | None = None  # `<aeos>`: ends the text stream (learned)
     text_pad_token_id: int | None = None  # the text stream after `<aeos>` while speech still runs
     audio_token_id: int | None = None  # `<|AUDIO|>`: a slot of user audio in the prompt
+    text_alignment: str | None = "leading"  # "leading" (None too) or "spread" over a spoken answer's speech
 
     @classmethod
     def from_config(cls, config: Any) -> StreamLayout:
@@ -58,13 +60,29 @@ class StreamLayout:
 
     @classmethod
     def from_fields(cls, config: Any) -> StreamLayout:
-        """Read the layout's fields by name (missing ones are None)."""
-        return cls(**{f.name: getattr(config, f.name, None) for f in fields(cls)})
+        """Read the layout's fields by name (missing ones are None; a missing alignment is "leading")."""
+        values = {f.name: getattr(config, f.name, None) for f in fields(cls)}
+        return cls(**{**values, "text_alignment": values["text_alignment"] or "leading"})
+
+    def __post_init__(self):
+        check_text_alignment(self.text_alignment)
 
     @property
     def text_never_sampled(self) -> list[int]:
         """Text ids that are never a next-token target: the forced `<abos>`, padding and audio slots."""
         return [t for t in (self.assistant_bos_token_id, self.text_pad_token_id, self.audio_token_id) if t is not None]
+
+    @property
+    def spreads_text(self) -> bool:
+        """Whether a spoken answer's text tokens are spread over its speech, `text_pad` between them."""
+        return self.text_alignment == "spread"
+
+    def text_banned(self, speech_mode: bool) -> list[int]:
+        """Text ids generation never samples: `text_never_sampled`, less `text_pad` where the layout spreads a
+        spoken answer's text (there the pads between words are learned targets)."""
+        if speech_mode and self.spreads_text:
+            return [t for t in self.text_never_sampled if t != self.text_pad_token_id]
+        return self.text_never_sampled
 
     @property
     def speech_never_sampled(self) -> list[int]:
@@ -75,6 +93,15 @@ class StreamLayout:
         """{field: (self's value, other's value)} for every field on which the two layouts disagree."""
         return {f.name: (getattr(self, f.name), getattr(other, f.name)) for f in fields(self)
                 if getattr(self, f.name) != getattr(other, f.name)}
+
+
+def check_text_alignment(value: Any) -> None:
+    """Raise a `ValueError` unless `value` is one of `TEXT_ALIGNMENTS` (or None, read as "leading")."""
+    if value is not None and value not in TEXT_ALIGNMENTS:
+        raise ValueError(
+            f"`text_alignment` must be one of {TEXT_ALIGNMENTS}, got {value!r}. Use 'leading' (an answer's text "
+            "first, then padding while its speech runs) or 'spread' (its tokens spread over its speech)."
+        )
 
 
 def _require(config: Any, name: str) -> int:
@@ -104,6 +131,10 @@ def build_assistant_streams(
     ```
 
     - text: `<abos>`, the m answer tokens, `<aeos>`; then `text_pad_token_id` while speech still runs.
+      With `text_alignment="spread"` a spoken answer's tokens are spread evenly over its speech instead
+      (token j at step 1 + floor(j * G / m), G = speech groups, so each word leads its sound by d - 1 steps,
+      as moshi's text stream is aligned to its audio); `text_pad` fills the steps between them and is a
+      learned target there, so late speech steps still see the word being said. Text-only answers stay leading.
     - speech: d groups of `[bos]` (the delay), then the codes followed by one `[eos]`, padded with
       `[pad]` up to a multiple of k; then whole `[pad]` groups while text still runs. With no speech
       (text-only answers) every group is `[pad]`, whose embedding is zero.
@@ -119,18 +150,19 @@ def build_assistant_streams(
             `OmniDRCASpeechCodec.encode_continuous`); placed where the codes are, zero elsewhere.
 
     Returns:
-        [`AssistantStreams`] with S = max(m + 2, d + ceil((n_codes + 1) / k)) steps (m + 2 when text-only).
+        [`AssistantStreams`] with S = max(m + 2, d + ceil((n_codes + 1) / k)) steps (m + 2 when text-only);
+        spread text with d < 2 may take one step more (`<aeos>` follows the last word, near the last group).
     """
     config = StreamLayout.from_config(config)
     k = _require(config, "group_size")
     delay = _require(config, "speech_delay")
-    abos, aeos = _require(config, "assistant_bos_token_id"), _require(config, "assistant_eos_token_id")
+    for name in ("assistant_bos_token_id", "assistant_eos_token_id"):
+        _require(config, name)
     text_pad = _require(config, "text_pad_token_id")
     s_bos, s_eos = _require(config, "speech_bos_token_id"), _require(config, "speech_eos_token_id")
     s_pad = _require(config, "speech_pad_token_id")
 
-    text = [abos, *map(int, text_ids), aeos]
-    text_labels = [IGNORE_INDEX, *text[1:]]
+    n_groups = 0
     if speech_codes is None:
         speech: list[int] = []
         speech_labels: list[int] = []
@@ -159,6 +191,7 @@ def build_assistant_streams(
                 f"{tuple(frames.shape)}. Encode codes and latents from the same audio with the model's codec."
             )
         latents = frames
+    text, text_labels = _text_stream(list(map(int, text_ids)), n_groups, config)
     steps = max(len(text), len(speech) // k)
     text += [text_pad] * (steps - len(text))
     text_labels += [IGNORE_INDEX] * (steps - len(text_labels))
@@ -176,6 +209,22 @@ def build_assistant_streams(
         speech_labels=torch.tensor(speech_labels, dtype=torch.long).view(steps, k),  # (S, k)
         speech_latents=latents,
     )
+
+
+def _text_stream(text_ids: list[int], speech_groups: int, layout: StreamLayout) -> tuple[list[int], list[int]]:
+    """The text stream up to `<aeos>` and its labels: tokens back to back, or spread over `speech_groups`."""
+    abos, pad = layout.assistant_bos_token_id, layout.text_pad_token_id
+    tokens = [*text_ids, layout.assistant_eos_token_id]
+    if not (layout.spreads_text and speech_groups and text_ids):
+        return [abos, *tokens], [IGNORE_INDEX, *tokens]
+    m = len(text_ids)
+    text, labels = [abos], [IGNORE_INDEX]
+    for j, token in enumerate(tokens):
+        row = 1 + j * speech_groups // m if j < m else 0  # `<aeos>` right after the last word
+        pads = max(0, row - len(text))  # rows that would collide move on: never fewer rows than leading
+        text += [pad] * pads + [token]
+        labels += [pad] * pads + [token]
+    return text, labels
 
 
 def speech_special_ids(
@@ -212,4 +261,4 @@ def srh_previous_ids(speech_ids: torch.LongTensor) -> torch.LongTensor:
     return torch.cat([speech_ids[:, :-1, -1:], speech_ids[:, 1:, :-1]], dim=-1)  # (B, L-1, k)
 
 
-__all__ = ["IGNORE_INDEX", "AssistantStreams", "StreamLayout", "build_assistant_streams", "num_audio_groups", "speech_special_ids", "srh_previous_ids"]
+__all__ = ["IGNORE_INDEX", "TEXT_ALIGNMENTS", "AssistantStreams", "StreamLayout", "build_assistant_streams", "num_audio_groups", "speech_special_ids", "srh_previous_ids"]

@@ -74,6 +74,7 @@ class OmniDRCAProcessor(ProcessorMixin):
         speech_vocab_size (`int`, defaults to 6561): codec codes; speech bos/eos/pad follow unless given.
         speech_bos_token_id / speech_eos_token_id / speech_pad_token_id (`int`, *optional*): as in the config.
         default_system_prompt (`str`): the system turn the template adds when a conversation has none.
+        text_alignment (`str`, defaults to `"leading"`): the model's `text_alignment` ("leading" or "spread").
     """
 
     # Call-time defaults, the lowest-priority layer of `ProcessorMixin._merge_kwargs`: the tokenizer's own init
@@ -95,6 +96,7 @@ class OmniDRCAProcessor(ProcessorMixin):
         speech_eos_token_id: int | None = None,
         speech_pad_token_id: int | None = None,
         default_system_prompt: str = DEFAULT_SYSTEM_PROMPT,
+        text_alignment: str = "leading",
     ):
         self.group_size = group_size
         self.speech_delay = speech_delay
@@ -103,6 +105,7 @@ class OmniDRCAProcessor(ProcessorMixin):
             speech_vocab_size, speech_bos_token_id, speech_eos_token_id, speech_pad_token_id
         )
         self.default_system_prompt = default_system_prompt
+        self.text_alignment = text_alignment
         for name, token in STREAM_SPECIAL_TOKENS.items():
             setattr(self, name, token)
         super().__init__(feature_extractor, tokenizer, chat_template=chat_template or DEFAULT_CHAT_TEMPLATE)
@@ -121,6 +124,7 @@ class OmniDRCAProcessor(ProcessorMixin):
             speech_bos_token_id=self.speech_bos_token_id,
             speech_eos_token_id=self.speech_eos_token_id,
             speech_pad_token_id=self.speech_pad_token_id,
+            text_alignment=text_alignment,
             **token_ids,
         )
 
@@ -386,14 +390,16 @@ class OmniDRCAProcessor(ProcessorMixin):
         return waves
 
     def answer_text_ids(self, ids: Sequence[int]) -> list[int]:
-        """The answer part of a generated text stream: after the last `<|abos|>`, up to `<|aeos|>`."""
+        """The answer part of a generated text stream: after the last `<|abos|>`, up to `<|aeos|>`, without the
+        `<|text_pad|>`s a spread answer holds between its words."""
         ids = list(ids)
-        abos, aeos = self.stream_layout.assistant_bos_token_id, self.stream_layout.assistant_eos_token_id
+        layout = self.stream_layout
+        abos, aeos = layout.assistant_bos_token_id, layout.assistant_eos_token_id
         if abos in ids:
             ids = ids[len(ids) - ids[::-1].index(abos):]
         if aeos in ids:
             ids = ids[: ids.index(aeos)]
-        return ids
+        return [i for i in ids if i != layout.text_pad_token_id]
 
     def post_process_multimodal_output(
         self, generated_outputs, skip_special_tokens: bool = True, generation_mode: str | None = None, **kwargs

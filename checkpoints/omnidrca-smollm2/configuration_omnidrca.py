@@ -13,7 +13,7 @@ from transformers.configuration_utils import SubConfigSpec
 
 from .configuration_codec_omnidrca import OmniDRCASpeechCodecConfig
 from .speech_heads import known_speech_head_types
-from .streams import StreamLayout, speech_special_ids
+from .streams import StreamLayout, check_text_alignment, speech_special_ids
 
 ODE_SOLVERS = ("euler", "heun")
 TIME_SAMPLINGS = ("uniform", "logit_normal")
@@ -161,7 +161,12 @@ class OmniDRCAConfig(PreTrainedConfig):
             Text id of `<aeos>`, which ends the assistant text stream.
         text_pad_token_id (`int`, *optional*):
             Text id fed after `<aeos>` while speech is still being generated (the "silence" of the text
-            stream).
+            stream), and between the words of a spread spoken answer.
+        text_alignment (`str`, *optional*, defaults to `"leading"`):
+            Where a spoken answer's text tokens sit beside its speech: `"leading"` writes them back to back
+            first, then pads while the speech runs; `"spread"` spreads them over the speech (`text_pad` between
+            them, learned), so the text step beside a late speech group is the word being said. Text-only
+            answers are leading either way (`streams.build_assistant_streams`).
         projector_hidden_act (`str`, *optional*, defaults to `"gelu"`):
             Activation of the MLP that maps a group of k encoder frames to one LLM embedding.
         speech_loss_weight (`float`, *optional*, defaults to 1.0):
@@ -258,6 +263,7 @@ class OmniDRCAConfig(PreTrainedConfig):
     assistant_bos_token_id: int | None = None
     assistant_eos_token_id: int | None = None
     text_pad_token_id: int | None = None
+    text_alignment: str = "leading"
     projector_hidden_act: str = "gelu"
     speech_loss_weight: float | int = 1.0
     contrastive_weight: float | int = 0.1
@@ -294,6 +300,7 @@ class OmniDRCAConfig(PreTrainedConfig):
             raise ValueError(f"`group_size` (k) must be a positive int, got {self.group_size!r}. Use 5 for 25 Hz -> 5 Hz.")
         if not isinstance(self.speech_delay, int) or self.speech_delay < 0:
             raise ValueError(f"`speech_delay` must be an int >= 0 (in groups), got {self.speech_delay!r}.")
+        check_text_alignment(self.text_alignment)
         if self.speech_vocab_size < 2:
             raise ValueError(f"`speech_vocab_size` must be >= 2 codec codes, got {self.speech_vocab_size}.")
         if self.speech_head_type not in known_speech_head_types():

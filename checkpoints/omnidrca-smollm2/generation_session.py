@@ -59,9 +59,10 @@ class GenerationSession:
         for name, value in (("assistant_bos", self.abos), ("assistant_eos", self.aeos), ("text_pad", self.text_pad)):
             if value is None:
                 raise ValueError(f"`config.{name}_token_id` is not set; generation needs the stream special tokens.")
-        # Tokens that are never a next-token target: forced ones and padding (`streams` gives them no loss).
-        self.text_banned = layout.text_never_sampled
         self.speech_mode = settings.speech_mode
+        # Tokens that are never a next-token target: forced ones and padding (`streams` gives them no loss), but
+        # the pads between the words of a spread spoken answer are learned.
+        self.text_banned = layout.text_banned(self.speech_mode)
         self.recorder = StepRecorder(settings.options, settings.output_logits)
         self.speech_logits: list[torch.Tensor] = []  # per step (B, k, Vs), SRH only
         self.batch = 0
