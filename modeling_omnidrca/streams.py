@@ -119,6 +119,7 @@ def build_assistant_streams(
     speech_codes: Sequence[int] | None,
     config: Any,
     speech_latents: Any = None,
+    text_starts: Sequence[float] | None = None,
 ) -> AssistantStreams:
     r"""Lay out one assistant turn as parallel text and speech streams.
 
@@ -131,10 +132,12 @@ def build_assistant_streams(
     ```
 
     - text: `<abos>`, the m answer tokens, `<aeos>`; then `text_pad_token_id` while speech still runs.
-      With `text_alignment="spread"` a spoken answer's tokens are spread evenly over its speech instead
-      (token j at step 1 + floor(j * G / m), G = speech groups, so each word leads its sound by d - 1 steps,
-      as moshi's text stream is aligned to its audio); `text_pad` fills the steps between them and is a
-      learned target there, so late speech steps still see the word being said. Text-only answers stay leading.
+      With `text_alignment="spread"` a spoken answer's tokens are spread over its speech instead: token j
+      at step 1 + floor(f_j * G), G = speech groups, f_j = where it starts being said (`text_starts`; evenly
+      j / m without), so each word leads its sound by d - 1 steps, as moshi's text stream is aligned to its
+      audio. `text_pad` fills the steps between them and is a learned target there, so late speech steps still
+      see the word being said. A token never moves before the step after the previous one. Text-only answers
+      stay leading.
     - speech: d groups of `[bos]` (the delay), then the codes followed by one `[eos]`, padded with
       `[pad]` up to a multiple of k; then whole `[pad]` groups while text still runs. With no speech
       (text-only answers) every group is `[pad]`, whose embedding is zero.
@@ -148,6 +151,9 @@ def build_assistant_streams(
         config: a [`StreamLayout`], or an `OmniDRCAConfig` / processor (any object with its field names).
         speech_latents: (n_codes, d) continuous codec latents of the same frames (diffusion head, see
             `OmniDRCASpeechCodec.encode_continuous`); placed where the codes are, zero elsewhere.
+        text_starts: (m,) for spread text, the fraction (0..1) of the speech at which each token starts being
+            said; the processor gives its word's character offset over the answer's length, so the tokens of
+            one word stay together and pads fall between words.
 
     Returns:
         [`AssistantStreams`] with S = max(m + 2, d + ceil((n_codes + 1) / k)) steps (m + 2 when text-only);
@@ -191,7 +197,7 @@ def build_assistant_streams(
                 f"{tuple(frames.shape)}. Encode codes and latents from the same audio with the model's codec."
             )
         latents = frames
-    text, text_labels = _text_stream(list(map(int, text_ids)), n_groups, config)
+    text, text_labels = _text_stream(list(map(int, text_ids)), n_groups, config, text_starts)
     steps = max(len(text), len(speech) // k)
     text += [text_pad] * (steps - len(text))
     text_labels += [IGNORE_INDEX] * (steps - len(text_labels))
@@ -211,16 +217,22 @@ def build_assistant_streams(
     )
 
 
-def _text_stream(text_ids: list[int], speech_groups: int, layout: StreamLayout) -> tuple[list[int], list[int]]:
+def _text_stream(
+    text_ids: list[int], speech_groups: int, layout: StreamLayout, starts: Sequence[float] | None = None
+) -> tuple[list[int], list[int]]:
     """The text stream up to `<aeos>` and its labels: tokens back to back, or spread over `speech_groups`."""
     abos, pad = layout.assistant_bos_token_id, layout.text_pad_token_id
     tokens = [*text_ids, layout.assistant_eos_token_id]
     if not (layout.spreads_text and speech_groups and text_ids):
         return [abos, *tokens], [IGNORE_INDEX, *tokens]
     m = len(text_ids)
+    if starts is None:
+        starts = [j / m for j in range(m)]
+    elif len(starts) != m:
+        raise ValueError(f"`text_starts` needs one fraction per answer token ({m}), got {len(starts)}.")
     text, labels = [abos], [IGNORE_INDEX]
     for j, token in enumerate(tokens):
-        row = 1 + j * speech_groups // m if j < m else 0  # `<aeos>` right after the last word
+        row = 1 + int(float(starts[j]) * speech_groups) if j < m else 0  # `<aeos>` right after the last word
         pads = max(0, row - len(text))  # rows that would collide move on: never fewer rows than leading
         text += [pad] * pads + [token]
         labels += [pad] * pads + [token]

@@ -32,6 +32,24 @@ def test_spread_layout_by_hand():
     assert s.speech_ids.flatten().tolist()[10:] == list(range(10, 37)) + [EOS, PAD, PAD]
 
 
+def test_spread_follows_given_word_starts_and_never_reorders():
+    # 6 groups; the second and third tokens are one word (start 0.5), the fourth word starts at 0.9.
+    s = build_assistant_streams([7, 8, 9, 6], list(range(10, 37)), spread(), text_starts=[0.0, 0.5, 0.5, 0.9])
+    assert s.input_ids.tolist() == [ABOS, 7, TPAD, TPAD, 8, 9, 6, AEOS]  # rows 1, 1+3=4, then 5, 1+5=6
+    with pytest.raises(ValueError, match="one fraction per answer token"):
+        build_assistant_streams([7, 8], list(range(10, 37)), spread(), text_starts=[0.0])
+
+
+def test_the_processor_starts_each_token_at_its_words_character_offset():
+    processor = AutoProcessor.from_pretrained(FIXTURE, text_alignment="spread")
+    text = "one twentyseven three"
+    ids, starts = processor._answer_tokens(text)
+    assert ids == processor.tokenizer(text, add_special_tokens=False)["input_ids"]
+    words = {0.0, 4 / len(text), 16 / len(text)}
+    assert set(starts) == words and starts == sorted(starts) and len(ids) > 3  # some word has several tokens
+    assert AutoProcessor.from_pretrained(FIXTURE)._answer_tokens(text) == (ids, None)
+
+
 def test_spread_keeps_the_speech_stream_and_text_only_answers_as_leading():
     rng = random.Random(0)
     for _ in range(100):

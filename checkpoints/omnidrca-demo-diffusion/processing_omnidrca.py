@@ -315,8 +315,9 @@ class OmniDRCAProcessor(ProcessorMixin):
                 prompt = self._expand_audio_slots([prompt], frames)[0]
             clips.extend(audio)
             prompt_ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
-            answer_ids = self.tokenizer(example["answer_text"], add_special_tokens=False)["input_ids"]
-            turn = build_assistant_streams(answer_ids, example.get("answer_codes"), cfg, example.get("answer_latents"))
+            answer_ids, starts = self._answer_tokens(example["answer_text"])
+            turn = build_assistant_streams(answer_ids, example.get("answer_codes"), cfg, example.get("answer_latents"),
+                                           text_starts=starts)
             p = len(prompt_ids)
             rows.append(dict(
                 input_ids=torch.cat([torch.tensor(prompt_ids, dtype=torch.long), turn.input_ids]),
@@ -388,6 +389,19 @@ class OmniDRCAProcessor(ProcessorMixin):
                 wave = decode(i, codes, next(codec.parameters()).device)[0]
             waves.append(wave.float().cpu().numpy())
         return waves
+
+    def _answer_tokens(self, text: str) -> tuple[list[int], list[float] | None]:
+        """An answer's token ids and, for a spread layout, where each token's word starts (a fraction of the
+        text's characters, standing in for its time in the speech: see `build_assistant_streams`)."""
+        if not self.stream_layout.spreads_text:
+            return self.tokenizer(text, add_special_tokens=False)["input_ids"], None
+        encoded = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        word_starts = [0] + [i + 1 for i, c in enumerate(text) if c.isspace()]
+        starts = []
+        for begin, _ in encoded["offset_mapping"]:
+            begin = next((i for i in range(begin, len(text)) if not text[i].isspace()), begin)  # "Ġword" -> word
+            starts.append(max(w for w in word_starts if w <= begin) / max(len(text), 1))
+        return encoded["input_ids"], starts
 
     def answer_text_ids(self, ids: Sequence[int]) -> list[int]:
         """The answer part of a generated text stream: after the last `<|abos|>`, up to `<|aeos|>`, without the
