@@ -100,9 +100,11 @@ def test_smollm2_configs_chain_and_train_the_added_rows_without_decay():
     assert parse("smollm2_stage2.yaml")[0].speech_loss_weight == 2.0
     assert parse("smollm2_stage3.yaml")[0].dataset_path == "data/corpus-smollm2-s1"  # the second corpus
     assert parse("smollm2_stage4.yaml")[0].dataset_path == "data/corpus-smollm2-s2"  # the third
-    stage5 = parse("smollm2_stage5.yaml")[0]
-    assert stage5.dataset_path == "data/corpus-smollm2-s3" and stage5.text_alignment == "spread"
-    assert all(parse(f"smollm2_stage{n}.yaml")[0].text_alignment is None for n in (1, 2, 3, 4))
+    assert parse("smollm2_stage5.yaml")[0].dataset_path == "data/corpus-smollm2-s3"  # the fourth
+    assert all(parse(f"smollm2_stage{n}.yaml")[0].text_alignment is None for n in (1, 2, 3, 4, 5))
+    spread, args, model = parse("smollm2_spread.yaml")  # the layout experiment: stage 5 with spread text
+    assert spread.text_alignment == "spread" and model.model_name_or_path == "runs/smollm2-stage4-r64"
+    assert spread.dataset_path == "data/corpus-smollm2-s3" and args.output_dir == "runs/smollm2-stage5-spread"
     script, args, model = parse("smollm2_lora_capitals.yaml")
     assert model.model_name_or_path == "checkpoints/omnidrca-smollm2" and not model.lora_modules_to_save
 
