@@ -3,7 +3,8 @@
 Per 5 Hz step r of the answer (DESIGN.md §2; `streams.StreamLayout` / `build_assistant_streams` is the layout):
 
     text   row r: `<abos>` at r = 0 (forced), else sampled from the text head on h_{r-1};
-                  `text_pad` once `<aeos>` was produced.
+                  `text_pad` once `<aeos>` was produced (with `text_alignment="spread"` a spoken answer may
+                  also sample `text_pad` between its words, to keep each word beside its speech).
     speech row r: `[bos]`×k for r < d (the delay), else the speech head's next group from h_{r-1}
                   (speech_head_srh.py: k SRH steps on a k-long KV cache; diffusion_head.py: stop head + flow ODE,
                   the latents fed back as the continuous group); `[pad]`×k once `[eos]` was produced.
