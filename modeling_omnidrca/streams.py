@@ -48,7 +48,7 @@ class StreamLayout:
     assistant_eos_token_id: int | None = None  # `<aeos>`: ends the text stream (learned)
     text_pad_token_id: int | None = None  # the text stream after `<aeos>` while speech still runs
     audio_token_id: int | None = None  # `<|AUDIO|>`: a slot of user audio in the prompt
-    text_alignment: str | None = "leading"  # "leading" (None too) or "spread" over a spoken answer's speech
+    text_alignment: str = "leading"  # or "spread": a spoken answer's tokens beside the speech that says them
 
     @classmethod
     def from_config(cls, config: Any) -> StreamLayout:
@@ -96,8 +96,8 @@ class StreamLayout:
 
 
 def check_text_alignment(value: Any) -> None:
-    """Raise a `ValueError` unless `value` is one of `TEXT_ALIGNMENTS` (or None, read as "leading")."""
-    if value is not None and value not in TEXT_ALIGNMENTS:
+    """Raise a `ValueError` unless `value` is one of `TEXT_ALIGNMENTS`."""
+    if value not in TEXT_ALIGNMENTS:
         raise ValueError(
             f"`text_alignment` must be one of {TEXT_ALIGNMENTS}, got {value!r}. Use 'leading' (an answer's text "
             "first, then padding while its speech runs) or 'spread' (its tokens spread over its speech)."

@@ -67,11 +67,11 @@ class OmniDRCAScriptArguments:
 def main(script_args: OmniDRCAScriptArguments, training_args: SFTConfig, model_args: ModelConfig) -> dict:
     dtype = model_args.dtype if model_args.dtype in (None, "auto") else getattr(torch, model_args.dtype)
     model = OmniDRCAForConditionalGeneration.from_pretrained(model_args.model_name_or_path, dtype=dtype)
-    alignment = {"text_alignment": script_args.text_alignment} if script_args.text_alignment else {}
-    processor = OmniDRCAProcessor.from_pretrained(model_args.model_name_or_path, **alignment)
-    for name, value in alignment.items():
-        setattr(model.config, name, value)
+    if script_args.text_alignment:
+        model.config.text_alignment = script_args.text_alignment
         model.config.validate_omnidrca()
+    processor = OmniDRCAProcessor.from_pretrained(model_args.model_name_or_path,
+                                                  text_alignment=model.config.text_alignment)
     for name in ("contrastive_weight", "speech_loss_weight"):
         if getattr(script_args, name) is not None:
             setattr(model.config, name, getattr(script_args, name))
