@@ -40,48 +40,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from modeling_omnidrca.convert_ct2_whisper import default_model_dir
 from processing.schema import SAMPLING_RATE, SYSTEM_PROMPTS, to_float
 
-from .judges import JUDGES, default_judge, judge_model_dir, whisper_base_parts
+from .judges import JUDGES, WhisperJudge, default_judge, judge_model_dir, whisper_base_parts  # noqa: F401
 
 # Re-exported: the harness's scoring is part of its interface (`training.evaluate.is_correct`).
 from .scoring import TARGETS, answer_key, is_correct, markdown_table, normalize, word_errors  # noqa: F401
 
 QA_TASKS = ("s2t", "s2s")
-
-
-# ----------------------------------------------------------------------------------------- the judge
-
-
-class WhisperJudge:
-    """English transcription with faster-whisper (beam 5, temperature 0: deterministic), one clip at a time.
-
-    Clips get 0.5 s of silence on each side first: the judge mishears words that start or end right at the
-    clip's edge (espeak clips are trimmed tight), which on 30 reference answers cost 4-5 WER points.
-    """
-
-    def __init__(self, model_dir: str | Path | None = None, compute_type: str = "int8", threads: int = 1,
-                 beam_size: int = 5, pad_seconds: float = 0.5):
-        from faster_whisper import WhisperModel
-
-        self.model = WhisperModel(str(model_dir or default_model_dir()), device="cpu", compute_type=compute_type,
-                                  cpu_threads=threads)
-        self.beam_size = beam_size
-        self.pad = np.zeros(int(pad_seconds * SAMPLING_RATE), dtype=np.float32)
-
-    def __call__(self, wave: np.ndarray, sampling_rate: int = SAMPLING_RATE) -> str:
-        if sampling_rate != SAMPLING_RATE:
-            from modeling_omnidrca.audio_utils import resample
-
-            wave = resample(np.asarray(wave, dtype=np.float32), sampling_rate, SAMPLING_RATE)
-        wave = np.asarray(wave, dtype=np.float32)
-        if wave.size < SAMPLING_RATE // 10 or not np.isfinite(wave).all() or np.abs(wave).max() < 1e-4:
-            return ""  # too short or silent: nothing was said
-        wave = np.concatenate([self.pad, wave, self.pad])
-        segments, _ = self.model.transcribe(wave, language="en", beam_size=self.beam_size, temperature=0.0,
-                                            condition_on_previous_text=False, without_timestamps=True, vad_filter=False)
-        return " ".join(s.text.strip() for s in segments).strip()
 
 
 # ----------------------------------------------------------------------------------------- the model
@@ -280,7 +246,8 @@ def main(argv: list[str] | None = None) -> dict:
     judges = {name: WhisperJudge(judge_model_dir(name), threads=args.threads) for name in judge_names(args)}
     results = evaluate(model, processor, dataset, judges, args.per_task, progress=not args.no_progress,
                        codec_floor=not args.no_codec_floor, judge_floor=args.judge_floor, typed=args.typed)
-    results.update(model=args.model, adapter=args.adapter, split=args.split, seconds=round(time.perf_counter() - start, 1))
+    results.update(model=args.model, adapter=args.adapter, split=args.split, seconds=round(time.perf_counter() - start, 1),
+                   judge_loops={name: judge.loops for name, judge in judges.items()})
     write_results(results, markdown_table(results), args.output)
     return results
 

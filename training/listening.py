@@ -195,8 +195,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
 
-    from .evaluate import WhisperJudge, load_for_evaluation, write_results
-    from .judges import judge_model_dir
+    from .evaluate import load_for_evaluation, write_results
+    from .judges import WhisperJudge, judge_model_dir
 
     clips = collect_clips(extra_roots=args.root)
     if not clips:
@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> dict:
     model, processor = load_for_evaluation(args.model, args.adapter, args.threads)
     judge = WhisperJudge(judge_model_dir(args.judge), threads=args.threads)
     results = listen(model, processor, judge, clips, progress=not args.no_progress)
-    results.update(model=args.model, adapter=args.adapter, judge=args.judge)
+    results.update(model=args.model, adapter=args.adapter, judge=args.judge, judge_loops=judge.loops)
     write_results(results, markdown(results["table"], results["skipped"], args.judge), args.output)
     return results
 
