@@ -90,7 +90,7 @@ def test_smollm2_configs_chain_and_train_the_added_rows_without_decay():
     stages = (("smollm2_stage1.yaml", "runs/smollm2-init"), ("smollm2_stage2.yaml", "runs/smollm2-stage1-merged"),
               ("smollm2_stage3.yaml", "runs/smollm2-stage2-merged"),
               ("smollm2_stage4.yaml", "runs/smollm2-stage3-r64"),  # stage 4 starts from what shipped: rank 64
-              ("smollm2_stage5.yaml", "runs/smollm2-stage4-r64"))
+              ("smollm2_stage5.yaml", "runs/smollm2-stage4-r64"), ("smollm2_stage6.yaml", "runs/smollm2-stage5-r64"))
     for stage, start in stages:
         script, args, model = parse(stage)
         assert model.model_name_or_path == start and script.freeze_backbone and model.use_peft
@@ -101,7 +101,8 @@ def test_smollm2_configs_chain_and_train_the_added_rows_without_decay():
     assert parse("smollm2_stage3.yaml")[0].dataset_path == "data/corpus-smollm2-s1"  # the second corpus
     assert parse("smollm2_stage4.yaml")[0].dataset_path == "data/corpus-smollm2-s2"  # the third
     assert parse("smollm2_stage5.yaml")[0].dataset_path == "data/corpus-smollm2-s3"  # the fourth
-    assert all(parse(f"smollm2_stage{n}.yaml")[0].text_alignment is None for n in (1, 2, 3, 4, 5))
+    assert parse("smollm2_stage6.yaml")[0].dataset_path == "data/corpus-smollm2-s4"  # the fifth
+    assert all(parse(f"smollm2_stage{n}.yaml")[0].text_alignment is None for n in (1, 2, 3, 4, 5, 6))
     spread, args, model = parse("smollm2_spread.yaml")  # the layout experiment: stage 5 with spread text
     assert spread.text_alignment == "spread" and model.model_name_or_path == "runs/smollm2-stage4-r64"
     assert spread.dataset_path == "data/corpus-smollm2-s3" and args.output_dir == "runs/smollm2-stage5-spread"
