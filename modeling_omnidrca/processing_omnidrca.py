@@ -114,6 +114,10 @@ class OmniDRCAProcessor(ProcessorMixin):
             # set up front: saving must not change `to_dict()`, so a saved and reloaded processor equals this one.
             self.auto_map = {self._auto_class: f"{type(self).__module__.rsplit('.', 1)[-1]}.{type(self).__name__}"}
         token_ids = stream_token_ids(tokenizer)  # raises a clear error when a stream token is missing
+        # Generation appends to the end of every prompt row, so a batch is padded on the left. A pretrained
+        # backbone's tokenizer may say right (SmolLM2's does, and the SmolLM2 demo shipped it so: batched
+        # questions were refused as right-padded); a call's own `padding_side` still wins.
+        tokenizer.padding_side = "left"
         self.audio_token_id = token_ids["audio_token_id"]
         # The layout this processor builds (its own saved values + its tokenizer's stream tokens); a model's
         # config must have the same (`check_model_compatibility`).

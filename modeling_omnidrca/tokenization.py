@@ -68,7 +68,7 @@ def train_text_tokenizer(
 
 
 def add_stream_special_tokens(tokenizer: PreTrainedTokenizerBase) -> int:
-    """Add the chat and stream-layout special tokens a pretrained backbone's tokenizer lacks.
+    """Add the chat and stream-layout special tokens a pretrained backbone's tokenizer lacks, and pad on the left.
 
     Returns the number of tokens added; when it is > 0, grow the model's embeddings to
     `len(tokenizer)` (e.g. `compose_from_backbones(..., vocab_size=len(tokenizer))`).
@@ -79,6 +79,7 @@ def add_stream_special_tokens(tokenizer: PreTrainedTokenizerBase) -> int:
     )
     if tokenizer.pad_token is None:
         added += tokenizer.add_special_tokens({"pad_token": PAD_TOKEN})
+    tokenizer.padding_side = "left"  # prompts are generated from their end (SmolLM2's tokenizer pads right)
     return added
 
 

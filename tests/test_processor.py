@@ -1,5 +1,6 @@
 """The processor: chat template with audio, slot expansion, the training builder, decode helpers, Hub round trip."""
 
+import copy
 import os
 import textwrap
 from types import SimpleNamespace
@@ -103,6 +104,23 @@ def test_batched_conversations_file_and_array_and_rates(tokenizer, tmp_path):
     # Left padding for generation: every row ends with the assistant header.
     assert out["attention_mask"][:, -1].tolist() == [1, 1, 1]
     assert out["attention_mask"][0, 0] == 0
+
+
+def test_a_right_padding_tokenizer_still_gives_left_padded_prompts(tokenizer, tmp_path):
+    """SmolLM2's tokenizer pads right, and the SmolLM2 demo shipped it so: a batch of two questions was refused."""
+    tokenizer = copy.deepcopy(tokenizer)
+    tokenizer.padding_side = "right"
+    make_processor(tokenizer).save_pretrained(tmp_path)  # saves the tokenizer as it was handed over
+    for proc in (make_processor(tokenizer), OmniDRCAProcessor.from_pretrained(tmp_path)):
+        batch = [[{"role": "user", "content": [{"type": "text", "text": text}]}] for text in ("hi", "what is seven plus twelve")]
+        out = proc.apply_chat_template(batch, add_generation_prompt=True, tokenize=True, return_dict=True,
+                                       return_tensors="pt")
+        assert out["attention_mask"][:, -1].tolist() == [1, 1] and out["attention_mask"][0, 0] == 0
+        generated = make_model(proc.tokenizer).generate(**out, generation_mode="text", max_new_tokens=2)
+        assert generated.sequences.shape[0] == 2
+    right = proc.apply_chat_template(batch, add_generation_prompt=True, tokenize=True, return_dict=True,
+                                     return_tensors="pt", padding_side="right")  # a call's own choice still wins
+    assert right["attention_mask"][0, -1] == 0
 
 
 def test_bad_audio_items_raise_clear_errors(tokenizer):

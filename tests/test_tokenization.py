@@ -44,7 +44,7 @@ def test_pretrained_tokenizer_gets_the_stream_tokens():
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel()
     bpe.train_from_iterator(CORPUS, trainers.BpeTrainer(vocab_size=280, special_tokens=["<s>"], show_progress=False,
                                                         initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<s>")
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<s>", padding_side="right")
     before = len(tok)
     with pytest.raises(ValueError, match="add_stream_special_tokens"):
         stream_token_ids(tok)
@@ -53,3 +53,4 @@ def test_pretrained_tokenizer_gets_the_stream_tokens():
     assert len(tok) == before + added
     assert min(stream_token_ids(tok).values()) >= before  # new rows at the end: old embeddings keep their ids
     assert add_stream_special_tokens(tok) == 0
+    assert tok.padding_side == "left"  # generation appends to the prompts' ends

