@@ -46,21 +46,14 @@ done
 # and is cut back to rank 64 after it; stages 5 and 6 the same way.
 [ -f runs/smollm2-stage3-r64/model.safetensors ] || python -m training.compact_run --model runs/smollm2-stage3-merged \
   --rank 64 --output runs/smollm2-stage3-r64
-[ -f runs/smollm2-stage4/train_results.json ] || python -m training.train --config training/configs/smollm2_stage4.yaml
-[ -f runs/smollm2-stage4-merged/model.safetensors ] || python -m training.merge_run --run runs/smollm2-stage4 \
-  --base runs/smollm2-stage3-r64 --output runs/smollm2-stage4-merged
-[ -f runs/smollm2-stage4-r64/model.safetensors ] || python -m training.compact_run --model runs/smollm2-stage4-merged \
-  --rank 64 --output runs/smollm2-stage4-r64
-[ -f runs/smollm2-stage5/train_results.json ] || python -m training.train --config training/configs/smollm2_stage5.yaml
-[ -f runs/smollm2-stage5-merged/model.safetensors ] || python -m training.merge_run --run runs/smollm2-stage5 \
-  --base runs/smollm2-stage4-r64 --output runs/smollm2-stage5-merged
-[ -f runs/smollm2-stage5-r64/model.safetensors ] || python -m training.compact_run --model runs/smollm2-stage5-merged \
-  --rank 64 --output runs/smollm2-stage5-r64
-[ -f runs/smollm2-stage6/train_results.json ] || python -m training.train --config training/configs/smollm2_stage6.yaml
-[ -f runs/smollm2-stage6-merged/model.safetensors ] || python -m training.merge_run --run runs/smollm2-stage6 \
-  --base runs/smollm2-stage5-r64 --output runs/smollm2-stage6-merged
-[ -f runs/smollm2-stage6-r64/model.safetensors ] || python -m training.compact_run --model runs/smollm2-stage6-merged \
-  --rank 64 --output runs/smollm2-stage6-r64
+base=runs/smollm2-stage3-r64
+for stage in 4 5 6; do
+  run=runs/smollm2-stage$stage
+  [ -f $run/train_results.json ] || python -m training.train --config training/configs/smollm2_stage$stage.yaml
+  [ -f $run-merged/model.safetensors ] || python -m training.merge_run --run $run --base $base --output $run-merged
+  [ -f $run-r64/model.safetensors ] || python -m training.compact_run --model $run-merged --rank 64 --output $run-r64
+  base=$run-r64
+done
 # Package (float16 parts; the pretrained weights named, not stored), evaluate the packaged checkpoint as users
 # load it, then package again with the measured tables in its card.
 package() { python -m training.package_smollm2 --model runs/smollm2-stage6-r64 --curves runs/smollm2-stage6 \
