@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 
 from processing.schema import SAMPLING_RATE, SYSTEM_PROMPTS, to_float
 
-from .judges import JUDGES, WhisperJudge, default_judge, judge_model_dir, whisper_base_parts  # noqa: F401
+from .judges import JUDGES, WhisperJudge, default_judge, judge_model_dir, whisper_base_parts
 
 # Re-exported: the harness's scoring is part of its interface (`training.evaluate.is_correct`).
 from .scoring import TARGETS, answer_key, is_correct, markdown_table, normalize, word_errors  # noqa: F401
