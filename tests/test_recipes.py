@@ -90,7 +90,8 @@ def test_smollm2_configs_chain_and_train_the_added_rows_without_decay():
     stages = (("smollm2_stage1.yaml", "runs/smollm2-init"), ("smollm2_stage2.yaml", "runs/smollm2-stage1-merged"),
               ("smollm2_stage3.yaml", "runs/smollm2-stage2-merged"),
               ("smollm2_stage4.yaml", "runs/smollm2-stage3-r64"),  # stage 4 starts from what shipped: rank 64
-              ("smollm2_stage5.yaml", "runs/smollm2-stage4-r64"), ("smollm2_stage6.yaml", "runs/smollm2-stage5-r64"))
+              ("smollm2_stage5.yaml", "runs/smollm2-stage4-r64"), ("smollm2_stage6.yaml", "runs/smollm2-stage5-r64"),
+              ("smollm2_stage7.yaml", "runs/smollm2-stage6-r64"))
     for stage, start in stages:
         script, args, model = parse(stage)
         assert model.model_name_or_path == start and script.freeze_backbone and model.use_peft
@@ -102,7 +103,9 @@ def test_smollm2_configs_chain_and_train_the_added_rows_without_decay():
     assert parse("smollm2_stage4.yaml")[0].dataset_path == "data/corpus-smollm2-s2"  # the third
     assert parse("smollm2_stage5.yaml")[0].dataset_path == "data/corpus-smollm2-s3"  # the fourth
     assert parse("smollm2_stage6.yaml")[0].dataset_path == "data/corpus-smollm2-s4"  # the fifth
-    assert all(parse(f"smollm2_stage{n}.yaml")[0].text_alignment is None for n in (1, 2, 3, 4, 5, 6))
+    drill = parse("smollm2_stage7.yaml")[0]  # the sixth, and the question drill beside it
+    assert drill.dataset_path == "data/corpus-smollm2-s5" and drill.mix_dataset_paths == ["data/corpus-smollm2-drill"]
+    assert all(parse(f"smollm2_stage{n}.yaml")[0].text_alignment is None for n in range(1, 8))
     spread, args, model = parse("smollm2_spread.yaml")  # the layout experiment: stage 5 with spread text
     assert spread.text_alignment == "spread" and model.model_name_or_path == "runs/smollm2-stage4-r64"
     assert spread.dataset_path == "data/corpus-smollm2-s3" and args.output_dir == "runs/smollm2-stage5-spread"
@@ -139,6 +142,27 @@ def test_prepare_dataset_selects_tasks_and_refuses_empty(corpus):
         prepare_dataset(train, model.speech_codec, ["translate"])
     with pytest.raises(ValueError, match="empty"):
         prepare_dataset(train.select([]), model.speech_codec)
+
+
+def test_mixed_corpora_train_on_every_train_split(corpus, tmp_path):
+    # A second corpus of other tasks and seed: the mix holds both train splits' rows, the first's task filter
+    # applies to each, and a corpus without a train split is refused by name.
+    drill = tmp_path / "drill"
+    build_corpus(drill, 6, 0, 2, seed=3, tasks=("s2t",), progress=False)
+    model = OmniDRCAForConditionalGeneration.from_pretrained(TINY)
+    script = lm_recipe.OmniDRCAScriptArguments(dataset_path=str(corpus), mix_dataset_paths=[str(drill)])
+    rows = lm_recipe.load_train_rows(script, model.speech_codec, latents=False)
+    from datasets import load_from_disk
+
+    first, second = (load_from_disk(str(path))["train"].to_dict() for path in (corpus, drill))
+    assert list(rows["id"]) == first["id"] + second["id"] and set(second["task"]) == {"s2t"}
+    script.tasks = ["s2t", "asr"]
+    rows = lm_recipe.load_train_rows(script, model.speech_codec, latents=False)
+    assert len(rows) == sum(t in ("s2t", "asr") for t in first["task"]) + len(second["id"])
+    build_corpus(tmp_path / "test-only", 0, 0, 2, seed=3, progress=False)
+    script.mix_dataset_paths = [str(tmp_path / "test-only")]
+    with pytest.raises(ValueError, match="test-only"):
+        lm_recipe.load_train_rows(script, model.speech_codec, latents=False)
 
 
 def test_freeze_backbone_keeps_the_text_lm_fixed(corpus, tmp_path):

@@ -22,7 +22,7 @@ import os
 from dataclasses import dataclass, field
 
 import torch
-from datasets import load_from_disk
+from datasets import concatenate_datasets, load_from_disk
 from trl import ModelConfig, SFTConfig, TrlParser, get_peft_config
 
 from modeling_omnidrca import OmniDRCAForConditionalGeneration, OmniDRCAProcessor
@@ -40,6 +40,11 @@ BACKBONE_LINEAR_REGEX = r"model\.language_model\.layers\.\d+\.(self_attn\.(q|k|v
 class OmniDRCAScriptArguments:
     dataset_path: str = field(metadata={"help": "Corpus saved with `save_to_disk` (processing.build_corpus / import_corpus)."})
     train_split: str = field(default="train")
+    mix_dataset_paths: list[str] | None = field(
+        default=None,
+        metadata={"help": "More corpora whose `train_split` rows join the first's (e.g. a question drill beside "
+                          "open-vocabulary rows); the evaluation split is the first corpus's."},
+    )
     eval_split: str | None = field(default="validation", metadata={"help": "Empty or 'none' to skip evaluation."})
     tasks: list[str] | None = field(default=None, metadata={"help": "Task families to train on (asr s2t s2s t2s repeat); default all."})
     max_train_samples: int | None = field(default=None)
@@ -64,6 +69,27 @@ class OmniDRCAScriptArguments:
     )
 
 
+def load_train_rows(script_args: OmniDRCAScriptArguments, codec, latents: bool):
+    """The training rows: `dataset_path`'s `train_split`, then each of `mix_dataset_paths`' (concatenated)."""
+    split = script_args.train_split
+    parts = []
+    for path in [script_args.dataset_path, *(script_args.mix_dataset_paths or [])]:
+        corpus = load_from_disk(path)
+        if split not in corpus:
+            raise ValueError(f"Corpus {path} has no {split!r} split (it has {sorted(corpus)}); train on a corpus "
+                             f"built with training rows, or set `train_split`.")
+        parts.append(prepare_dataset(corpus[split], codec, script_args.tasks, script_args.max_train_samples,
+                                     name=f"{split} split of {path}", latents=latents))
+    if len(parts) == 1:
+        return parts[0]
+    columns = set(parts[0].column_names)
+    for path, part in zip(script_args.mix_dataset_paths, parts[1:]):
+        if set(part.column_names) != columns:
+            raise ValueError(f"Corpus {path} has columns {sorted(part.column_names)}, but {script_args.dataset_path} "
+                             f"has {sorted(columns)}; mix corpora built by the same processing version.")
+    return concatenate_datasets([part.select_columns(parts[0].column_names) for part in parts])
+
+
 def main(script_args: OmniDRCAScriptArguments, training_args: SFTConfig, model_args: ModelConfig) -> dict:
     dtype = model_args.dtype if model_args.dtype in (None, "auto") else getattr(torch, model_args.dtype)
     model = OmniDRCAForConditionalGeneration.from_pretrained(model_args.model_name_or_path, dtype=dtype)
@@ -80,8 +106,7 @@ def main(script_args: OmniDRCAScriptArguments, training_args: SFTConfig, model_a
     corpus = load_from_disk(script_args.dataset_path)
     with training_args.main_process_first(desc="corpus selection and codec codes"):
         latents = model.config.speech_head_type == "diffusion"  # its speech stream is continuous
-        train = prepare_dataset(corpus[script_args.train_split], model.speech_codec, script_args.tasks,
-                                script_args.max_train_samples, name=f"{script_args.train_split} split", latents=latents)
+        train = load_train_rows(script_args, model.speech_codec, latents)
         evaluation = None
         if script_args.eval_split and script_args.eval_split.lower() != "none":
             evaluation = prepare_dataset(corpus[script_args.eval_split], model.speech_codec, script_args.tasks,
