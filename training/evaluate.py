@@ -219,8 +219,8 @@ def question_kind(row: dict) -> str:
     return row.get("template", "").split("/")[0] or "other"
 
 
-def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags every answer-checking entry point shares (this one and `training.quiz`): model, corpus, output."""
     parser.add_argument("--model", required=True, help="checkpoint folder or Hub id (loaded with trust_remote_code)")
     parser.add_argument("--corpus", required=True, help="a corpus saved with save_to_disk")
     parser.add_argument("--split", default="test")
@@ -228,6 +228,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--adapter", help="a PEFT adapter folder to apply to the model first")
     parser.add_argument("--output", help="JSON results path (a .md table is written next to it)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest for decoding on small CPUs)")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_model_arguments(parser)
     parser.add_argument("--no-codec-floor", action="store_true", help="skip the codec / original-audio judge rows")
     parser.add_argument("--judge", choices=JUDGES, help="primary judge (default: base when installed, else tiny.en)")
     parser.add_argument("--second-judge", choices=(*JUDGES, "none"),
@@ -235,7 +241,6 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--judge-floor", action="store_true",
                         help="judge the reference voice (festival HTS) saying the model's text answers")
     parser.add_argument("--typed", action="store_true", help="also ask each question typed: the typed-vs-spoken gap")
-    parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
 
     from datasets import load_from_disk

@@ -22,7 +22,16 @@ from tqdm.auto import tqdm
 from processing.numbers import number_to_words
 from processing.schema import to_float
 
-from .evaluate import QA_TASKS, ask, load_for_evaluation, question_kind, ratio, select, write_results
+from .evaluate import (
+    QA_TASKS,
+    add_model_arguments,
+    ask,
+    load_for_evaluation,
+    question_kind,
+    ratio,
+    select,
+    write_results,
+)
 from .scoring import is_correct
 
 # "seventeen minus seven is ten" -> op "minus", answer "ten"; the corpus's arithmetic answer format.
@@ -80,14 +89,7 @@ def markdown(results: dict) -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True, help="checkpoint folder or Hub id (loaded with trust_remote_code)")
-    parser.add_argument("--corpus", required=True, help="a corpus saved with save_to_disk")
-    parser.add_argument("--split", default="test")
-    parser.add_argument("--per-task", type=int, default=None, help="rows per task family (default: all)")
-    parser.add_argument("--adapter", help="a PEFT adapter folder to apply to the model first")
-    parser.add_argument("--output", help="JSON results path (a .md table is written next to it)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest for decoding on small CPUs)")
-    parser.add_argument("--no-progress", action="store_true")
+    add_model_arguments(parser)
     args = parser.parse_args(argv)
 
     from datasets import load_from_disk
