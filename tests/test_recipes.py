@@ -146,7 +146,7 @@ def test_prepare_dataset_selects_tasks_and_refuses_empty(corpus):
 
 def test_mixed_corpora_train_on_every_train_split(corpus, tmp_path):
     # A second corpus of other tasks and seed: the mix holds both train splits' rows, the first's task filter
-    # applies to each, and a corpus without a train split is refused by name.
+    # applies to each, and a corpus with no training rows is refused, naming it.
     drill = tmp_path / "drill"
     build_corpus(drill, 6, 0, 2, seed=3, tasks=("s2t",), progress=False)
     model = OmniDRCAForConditionalGeneration.from_pretrained(TINY)

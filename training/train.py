@@ -103,13 +103,13 @@ def main(script_args: OmniDRCAScriptArguments, training_args: SFTConfig, model_a
             setattr(model.config, name, getattr(script_args, name))
     frozen = freeze_modules(model, script_args.freeze_backbone, script_args.freeze_audio_encoder)
 
-    corpus = load_from_disk(script_args.dataset_path)
     with training_args.main_process_first(desc="corpus selection and codec codes"):
         latents = model.config.speech_head_type == "diffusion"  # its speech stream is continuous
         train = load_train_rows(script_args, model.speech_codec, latents)
         evaluation = None
         if script_args.eval_split and script_args.eval_split.lower() != "none":
-            evaluation = prepare_dataset(corpus[script_args.eval_split], model.speech_codec, script_args.tasks,
+            evaluation = prepare_dataset(load_from_disk(script_args.dataset_path)[script_args.eval_split],
+                                         model.speech_codec, script_args.tasks,
                                          script_args.max_eval_samples, name=f"{script_args.eval_split} split",
                                          latents=latents)
 
