@@ -165,6 +165,19 @@ def test_mixed_corpora_train_on_every_train_split(corpus, tmp_path):
         lm_recipe.load_train_rows(script, model.speech_codec, latents=False)
 
 
+def test_a_corpus_without_the_evaluation_split_is_refused_with_the_fix(corpus, tmp_path):
+    from datasets import DatasetDict, load_from_disk
+
+    train_only = tmp_path / "train-only"
+    DatasetDict({"train": load_from_disk(str(corpus))["train"]}).save_to_disk(str(train_only))
+    script, args, model_args = lm_recipe.make_parser().parse_args_and_config([
+        "--config", str(CONFIGS / "tiny_smoke.yaml"), "--dataset_path", str(train_only), "--output_dir",
+        str(tmp_path / "run"), "--max_steps", "1", "--report_to", "none",
+    ])
+    with pytest.raises(ValueError, match="no 'validation' split.*eval_split: none"):
+        lm_recipe.main(script, args, model_args)
+
+
 def test_freeze_backbone_keeps_the_text_lm_fixed(corpus, tmp_path):
     script, args, model_args = lm_recipe.make_parser().parse_args_and_config([
         "--config", str(CONFIGS / "tiny_smoke.yaml"), "--dataset_path", str(corpus), "--output_dir", str(tmp_path),

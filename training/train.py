@@ -108,7 +108,12 @@ def main(script_args: OmniDRCAScriptArguments, training_args: SFTConfig, model_a
         train = load_train_rows(script_args, model.speech_codec, latents)
         evaluation = None
         if script_args.eval_split and script_args.eval_split.lower() != "none":
-            evaluation = prepare_dataset(load_from_disk(script_args.dataset_path)[script_args.eval_split],
+            corpus = load_from_disk(script_args.dataset_path)
+            if script_args.eval_split not in corpus:
+                raise ValueError(f"Corpus {script_args.dataset_path} has no {script_args.eval_split!r} split (it has "
+                                 f"{sorted(corpus)}); the evaluation split comes from `dataset_path`. Put a corpus "
+                                 "with one first, or set `eval_split: none`.")
+            evaluation = prepare_dataset(corpus[script_args.eval_split],
                                          model.speech_codec, script_args.tasks,
                                          script_args.max_eval_samples, name=f"{script_args.eval_split} split",
                                          latents=latents)
