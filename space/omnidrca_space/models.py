@@ -11,7 +11,10 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHECKPOINTS = REPO_ROOT / "checkpoints"
 # The one place naming the model selected at start: listed first, and its `examples/` come first in the page.
-DEFAULT_MODEL = CHECKPOINTS / "omnidrca-demo"
+DEFAULT_MODEL = CHECKPOINTS / "omnidrca-smollm2"
+# Opened instead when the default cannot load on this machine (its pretrained source package is not installed):
+# the small demo needs nothing beyond this package.
+FALLBACK_MODEL = CHECKPOINTS / "omnidrca-demo"
 # A model card's section saying plainly what the model can and cannot do, shown in the page under its name.
 CAPABILITIES_HEADING = "## What it can and cannot do"
 # Parts-only checkpoints (checkpoints/omnidrca-smollm2) assemble their pretrained weights on first load from
@@ -165,5 +168,5 @@ class ModelRegistry:
         return LoadedModel(str(name_or_path), model, processor, time.perf_counter() - start)
 
 
-__all__ = ["CHECKPOINTS", "DEFAULT_MODEL", "SMOLLM2_INSTALL", "LoadedModel", "ModelRegistry", "SourceMissing",
+__all__ = ["CHECKPOINTS", "DEFAULT_MODEL", "FALLBACK_MODEL", "SMOLLM2_INSTALL", "LoadedModel", "ModelRegistry", "SourceMissing",
            "card_capabilities", "find_checkpoints", "missing_source", "model_choices"]

@@ -20,6 +20,7 @@ from .chat import MAX_TYPED_CHARS, MODES, TASKS, Sampling, build_conversation, s
 from .models import (
     CHECKPOINTS,
     DEFAULT_MODEL,
+    FALLBACK_MODEL,
     REPO_ROOT,
     ModelRegistry,
     SourceMissing,
@@ -90,7 +91,11 @@ def load_examples(dirs: tuple[Path, ...] = EXAMPLE_DIRS) -> list[tuple[str, str,
             for name, info in json.loads(index.read_text()).items():
                 if (folder / name).is_file():
                     examples.append((str(folder / name), info["question"], info.get("task", next(iter(TASKS)))))
-    return examples
+    # a question two folders both bundle is offered once, from the first (the default model's own recording)
+    first: dict[tuple[str, str], tuple[str, str, str]] = {}
+    for example in examples:
+        first.setdefault(example[1:], example)
+    return list(first.values())
 
 
 def fact_list_markdown(path: Path = FACTS) -> str:
@@ -269,6 +274,25 @@ def make_respond(registry: ModelRegistry, models: Mapping[str, str], stream_audi
     return respond
 
 
+def load_at_start(registry: ModelRegistry, choices: dict[str, str], selected: str,
+                  fallback: bool) -> tuple[str, str]:
+    """Load the selected model now, so the first visitor does not wait: (the model selected, the status line).
+
+    A model whose pretrained source package is missing leaves the page up, the status line saying what to
+    install. If it was only the default (`fallback`), the page opens with the small demo instead, which needs
+    nothing more; a model asked for by name stays selected. Any other load error stops here."""
+    try:
+        registry.get(selected)
+        return selected, ""
+    except SourceMissing as missing:
+        logger.warning("%s", missing)
+        spare = next((folder for folder in choices.values() if Path(folder).name == FALLBACK_MODEL.name), None)
+        if not fallback or spare is None or spare == selected:
+            return selected, f"ℹ️ {missing}"
+        registry.get(spare)
+        return spare, f"ℹ️ {missing} Opened {Path(spare).name} instead."
+
+
 def build_demo(model: str | None = None, checkpoints: str | Path = CHECKPOINTS,
                registry: ModelRegistry | None = None, stream_audio: bool = True) -> gr.Blocks:
     """The page. `model` (a folder or Hub id) is selected first; the dropdown also lists every
@@ -279,14 +303,7 @@ def build_demo(model: str | None = None, checkpoints: str | Path = CHECKPOINTS,
     if selected is None:
         raise ValueError(f"No OmniDRCA checkpoint found: expected {DEFAULT_MODEL} or --model <folder or Hub id>, "
                          f"got an empty {checkpoints}. Fix: run from a checkout, or pass --model.")
-    # Load once at start-up: the first visitor should not wait for it. A model whose pretrained source package is
-    # missing leaves the page up, saying what to install in the status line; any other load error stops here.
-    problem = ""
-    try:
-        registry.get(selected)
-    except SourceMissing as missing:
-        logger.warning("%s", missing)
-        problem = f"ℹ️ {missing}"
+    selected, problem = load_at_start(registry, choices, selected, fallback=model is None)
     examples = load_examples()
 
     with gr.Blocks(title="OmniDRCA demo") as demo:
