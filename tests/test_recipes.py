@@ -91,7 +91,7 @@ def test_smollm2_configs_chain_and_train_the_added_rows_without_decay():
               ("smollm2_stage3.yaml", "runs/smollm2-stage2-merged"),
               ("smollm2_stage4.yaml", "runs/smollm2-stage3-r64"),  # stage 4 starts from what shipped: rank 64
               ("smollm2_stage5.yaml", "runs/smollm2-stage4-r64"), ("smollm2_stage6.yaml", "runs/smollm2-stage5-r64"),
-              ("smollm2_stage7.yaml", "runs/smollm2-stage6-r64"))
+              ("smollm2_stage7.yaml", "runs/smollm2-stage6-r64"), ("smollm2_stage8.yaml", "runs/smollm2-stage7-r64"))
     for stage, start in stages:
         script, args, model = parse(stage)
         assert model.model_name_or_path == start and script.freeze_backbone and model.use_peft
@@ -105,7 +105,10 @@ def test_smollm2_configs_chain_and_train_the_added_rows_without_decay():
     assert parse("smollm2_stage6.yaml")[0].dataset_path == "data/corpus-smollm2-s4"  # the fifth
     drill = parse("smollm2_stage7.yaml")[0]  # the sixth, and the question drill beside it
     assert drill.dataset_path == "data/corpus-smollm2-s5" and drill.mix_dataset_paths == ["data/corpus-smollm2-drill"]
-    assert all(parse(f"smollm2_stage{n}.yaml")[0].text_alignment is None for n in range(1, 8))
+    typed = parse("smollm2_stage8.yaml")[0]  # the same two, and the typed arithmetic drill
+    assert typed.dataset_path == "data/corpus-smollm2-s5"  # the evaluation split comes from the first
+    assert typed.mix_dataset_paths == ["data/corpus-smollm2-typed", "data/corpus-smollm2-drill"]
+    assert all(parse(f"smollm2_stage{n}.yaml")[0].text_alignment is None for n in range(1, 9))
     spread, args, model = parse("smollm2_spread.yaml")  # the layout experiment: stage 5 with spread text
     assert spread.text_alignment == "spread" and model.model_name_or_path == "runs/smollm2-stage4-r64"
     assert spread.dataset_path == "data/corpus-smollm2-s3" and args.output_dir == "runs/smollm2-stage5-spread"
