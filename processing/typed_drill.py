@@ -64,8 +64,12 @@ def build_typed_drill(output_dir: str | Path, max_operand: int | None = None, ma
     rows = typed_rows(limits, repeats_over_20, seed)
     corpus = DatasetDict({"train": rows_to_dataset(rows)})
     corpus.save_to_disk(str(output_dir))
-    info = {"train": len(rows), "facts": len(arithmetic_facts(limits)), "arithmetic": {"max_operand": limits},
-            "repeats_over_20": repeats_over_20, "seed": seed, "tasks": {"s2t": len(rows)}, "source": SOURCE}
+    # the keys `processing.corpus.corpus_info` writes, where they apply: model cards summarise every corpus alike
+    split = {"rows": len(rows), "tasks": {"s2t": len(rows)}, "templates": len({r["template"] for r in rows}),
+             "audio_hours": 0.0}
+    info = {"source": SOURCE, "seed": seed, "tasks": ["s2t"], "splits": {"train": split},
+            "facts": len(arithmetic_facts(limits)), "arithmetic": {"max_operand": limits},
+            "repeats_over_20": repeats_over_20}
     (Path(output_dir) / "corpus_info.json").write_text(json.dumps(info, indent=2))
     return corpus
 

@@ -55,6 +55,7 @@ def test_the_saved_drill_has_the_corpus_schema_and_its_info(tmp_path, capsys):
     assert list(corpus) == ["train"] and corpus["train"].features == FEATURES
     info = json.loads((tmp_path / "drill" / "corpus_info.json").read_text())
     # operands 0..3: 16 sums, 10 differences, 16 products
-    assert info["facts"] == 42 and info["train"] == len(corpus["train"]) == 42 * 4
+    assert info["facts"] == 42 and info["splits"]["train"]["rows"] == len(corpus["train"]) == 42 * 4
+    assert info["splits"]["train"]["audio_hours"] == 0.0 and info["splits"]["train"]["templates"] == 4
     again = build_typed_drill(tmp_path / "again", max_operand=3, seed=1)
     assert again["train"]["question_text"] == corpus["train"]["question_text"]  # the seed fixes the order
