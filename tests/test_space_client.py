@@ -13,8 +13,9 @@ sys.path.insert(0, str(ROOT / "space"))
 
 from omnidrca_space.testing import ask, format_load, run_load, running_app
 
-QUESTION = ROOT / "checkpoints" / "omnidrca-demo" / "examples" / "seven_plus_twelve.wav"
-ANSWER = "seven plus twelve is nineteen"
+# The app as started with no --model serves the default model, checkpoints/omnidrca-smollm2.
+QUESTION = ROOT / "checkpoints" / "omnidrca-smollm2" / "examples" / "capital_of_france.wav"
+ANSWER = "the capital of france is paris"
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +47,7 @@ def test_a_spoken_question_gets_text_and_an_audio_file(client):
     assert result["answer"] == ANSWER
     wave, rate = sf.read(result["wav"])
     assert rate == 16000 and len(wave) / rate > 0.5 and np.sqrt(np.mean(wave**2)) > 0.01
-    assert "first audio after" in result["status"]
+    assert "first audio after" in result["status"] and result["status"].startswith("omnidrca-smollm2: answered")
 
     result = ask(client, str(QUESTION), mode="Text")
     assert result["answer"] == ANSWER and result["wav"] is None

@@ -25,10 +25,10 @@ from .scoring import markdown_table
 
 MAX_MB = 60
 EXAMPLES = {  # file stem -> (question, voice, rate, pitch): held-out espeak voices
-    "sixteen_plus_five": ("what is sixteen plus five", HELD_OUT_VOICES[2], 155, 45),
     "capital_of_france": ("what is the capital of france", HELD_OUT_VOICES[0], 155, 50),
     "opposite_of_hot": ("what is the opposite of hot", HELD_OUT_VOICES[1], 155, 50),
-}
+    "sixteen_plus_five": ("what is sixteen plus five", HELD_OUT_VOICES[2], 155, 45),
+}  # in the Space's order: a sum last, since it is right in text mode but often not in text-and-speech mode
 
 CARD = """---
 library_name: transformers
@@ -44,7 +44,7 @@ tags: [omnidrca, speech-to-speech, spoken-language-model, demo]
 OmniDRCA on a pretrained text backbone, trained on a 2-core CPU: it hears a spoken question and answers in
 text and speech together, in one autoregressive pass (25 Hz codec codes grouped 5 -> 5 Hz into the backbone,
 ungrouped by the Speech Refined Head). {params} parameters: Whisper tiny.en encoder (frozen),
-SmolLM2-135M-Instruct (frozen; three rank-32 LoRA stages merged in, their sum kept at rank 64 by
+SmolLM2-135M-Instruct (frozen; eight rank-32 LoRA stages merged in one after another, their sum kept at rank 64 by
 `training.compact_run`), the SRH and a 1000-code 25 Hz codec trained on festival's CMU SLT voice, the
 assistant's voice.
 
@@ -96,9 +96,13 @@ def _table(path: str | None, render) -> str:
     return render(json.loads(Path(path).read_text())) if path else "(not evaluated yet)"
 
 
+def _audio(split: dict) -> str:
+    return f"{split['audio_hours']:.1f} h of audio" if split["audio_hours"] else "typed, no audio"  # typed_drill
+
+
 def _corpus_summary(path: str) -> str:
     info = json.loads(Path(path).read_text())
-    splits = ", ".join(f"{s} {v['rows']} rows ({v['audio_hours']:.1f} h of audio)" for s, v in info["splits"].items() if v["rows"])
+    splits = ", ".join(f"{s} {v['rows']} rows ({_audio(v)})" for s, v in info["splits"].items() if v["rows"])
     return f"`{Path(path).parent.name}` (seed {info['seed']}): {splits}"
 
 
