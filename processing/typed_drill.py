@@ -68,7 +68,7 @@ def build_typed_drill(output_dir: str | Path, max_operand: int | None = None, ma
     split = {"rows": len(rows), "tasks": {"s2t": len(rows)}, "templates": len({r["template"] for r in rows}),
              "audio_hours": 0.0}
     info = {"source": SOURCE, "seed": seed, "tasks": ["s2t"], "splits": {"train": split},
-            "facts": len(arithmetic_facts(limits)), "arithmetic": {"max_operand": limits},
+            "facts": len({r["answer_text"] for r in rows}), "arithmetic": {"max_operand": limits},
             "repeats_over_20": repeats_over_20}
     (Path(output_dir) / "corpus_info.json").write_text(json.dumps(info, indent=2))
     return corpus

