@@ -71,3 +71,24 @@ def test_a_split_without_questions_is_refused(tmp_path):
     build_corpus(tmp_path / "asr", 0, 0, 3, seed=1, tasks=("asr",), progress=False)
     with pytest.raises(ValueError, match="No question rows"):
         quiz.quiz(None, None, load_from_disk(str(tmp_path / "asr"))["test"], progress=False)
+
+
+def test_speech_mode_scores_the_text_of_spoken_text_and_speech_answers(corpus, monkeypatch):
+    # A stand-in that knows every answer in text mode and says a wrong one while it speaks.
+    rows = [r for r in load_from_disk(str(corpus))["test"] if r["task"] == "s2t"]
+    asked = []
+
+    def ask(model, processor, question, mode):
+        asked.append(("typed" if isinstance(question, str) else "spoken", mode))
+        row = rows[(len(asked) - 1) // 3]  # three asks per question, one question after another
+        return type("Answer", (), {"text": row["answer_text"] if mode == "text" else "two plus two is five"})
+
+    monkeypatch.setattr(quiz, "ask", ask)
+    results = quiz.quiz(None, None, load_from_disk(str(corpus))["test"], progress=False, speech_mode=True)
+    assert sorted(set(asked)) == [("spoken", "audio"), ("spoken", "text"), ("typed", "text")] and len(asked) == 18
+    metrics = results["metrics"]
+    assert metrics["correct"] == [6, 6, 0] and metrics["speech_mode_accuracy"] == 0.0
+    assert metrics["modality_gap_ratio"] == 1.0
+    assert all(e["speech_mode_answer"] == "two plus two is five" for e in results["examples"])
+    table = quiz.markdown(results).splitlines()
+    assert table[0].endswith("spoken, text-and-speech mode |") and table[2].endswith("| 0 (0.0%) |")

@@ -4,12 +4,14 @@ import json
 import re
 from collections import Counter
 
+import numpy as np
 import pytest
 from datasets import load_from_disk
 
 from processing.corpus import QUESTION_TEMPLATES, arithmetic_limits
 from processing.numbers import number_to_words
-from processing.schema import FEATURES, SYSTEM_PROMPTS
+from processing.schema import FEATURES, SAMPLING_RATE, SYSTEM_PROMPTS, to_float, to_int16
+from processing.synthesis import ASSISTANT_VOICES, synthesize
 from processing.typed_drill import build_typed_drill, main, typed_rows
 
 WORDS = {number_to_words(n): n for n in range(1000)}
@@ -50,7 +52,7 @@ def test_results_over_twenty_repeat_and_bad_repeats_are_refused():
 
 def test_the_saved_drill_has_the_corpus_schema_and_its_info(tmp_path, capsys):
     main(["--output", str(tmp_path / "drill"), "--max-operand", "3", "--seed", "1"])
-    assert "typed rows written to" in capsys.readouterr().out
+    assert "typed s2t rows written to" in capsys.readouterr().out
     corpus = load_from_disk(str(tmp_path / "drill"))
     assert list(corpus) == ["train"] and corpus["train"].features == FEATURES
     info = json.loads((tmp_path / "drill" / "corpus_info.json").read_text())
@@ -59,3 +61,29 @@ def test_the_saved_drill_has_the_corpus_schema_and_its_info(tmp_path, capsys):
     assert info["splits"]["train"]["audio_hours"] == 0.0 and info["splits"]["train"]["templates"] == 4
     again = build_typed_drill(tmp_path / "again", max_operand=3, seed=1)
     assert again["train"]["question_text"] == corpus["train"]["question_text"]  # the seed fixes the order
+
+
+def test_an_s2s_drill_speaks_each_answer_once_in_the_assistant_voice(tmp_path):
+    corpus = build_typed_drill(tmp_path / "s2s", max_operand=2, max_times_operand=1, task="s2s", assistant="espeak",
+                               progress=False)["train"]
+    info = json.loads((tmp_path / "s2s" / "corpus_info.json").read_text())
+    # operands 0..2: 9 sums, 6 differences; times operands 0..1: 4 products
+    assert info["facts"] == 19 and len(corpus) == 19 * 4 and info["tasks"] == ["s2s"]
+    assert info["assistant"]["name"] == "espeak" and info["splits"]["train"]["audio_hours"] > 0
+    clips = {}
+    for row in corpus:
+        assert row["task"] == "s2s" and row["system_prompt"] == SYSTEM_PROMPTS["s2s"] and not row["question_audio"]
+        wave = to_float(row["answer_audio"])
+        assert 0.5 * SAMPLING_RATE < len(wave) < 5 * SAMPLING_RATE and np.abs(wave).max() > 0.05  # a spoken sentence
+        assert clips.setdefault(row["answer_text"], row["answer_audio"]) == row["answer_audio"]  # one clip per answer
+    # the clip is the assistant voice saying that answer (espeak-ng is deterministic)
+    voice = ASSISTANT_VOICES["espeak"]
+    said = to_int16(synthesize("two plus two is four", voice.voice, voice.rate, voice.pitch))
+    assert np.array_equal(np.asarray(clips["two plus two is four"], dtype=np.int16), said)
+
+
+def test_bad_tasks_and_an_s2s_drill_without_clips_are_refused():
+    with pytest.raises(ValueError, match="task must be one of"):
+        typed_rows(arithmetic_limits(2), task="asr")
+    with pytest.raises(ValueError, match="pass `answer_clips`"):
+        typed_rows(arithmetic_limits(2), task="s2s")

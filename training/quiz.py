@@ -9,6 +9,10 @@
 `modality_gap_ratio` (spoken / typed), per kind of question ("arithmetic", "capital_of", ...), and arithmetic
 split by operation and by answers over twenty (the sums the SmolLM2 demo misses). The same public path and
 scoring as `training.evaluate` (`ask`, `is_correct`): its spoken figure there is `s2t_accuracy`.
+
+`--speech-mode` also asks each spoken question in text-and-speech mode, the Space's default, and scores the text
+stream of that answer (`speech_mode_accuracy`; about 2.5 s more a question): a model can know a fact in text mode
+and still say another while it speaks, because only s2s rows train the text stream beside speech.
 """
 
 from __future__ import annotations
@@ -50,53 +54,65 @@ def groups(row: dict) -> list[str]:
     return names
 
 
-def quiz(model, processor, dataset, per_task: int | None = None, progress: bool = True) -> dict:
-    """Spoken and typed text answers to every s2t / s2s row of `dataset`: tallies and one record per question."""
+# how a question is asked: (its input, the answer mode); "speech_mode" scores the text stream of a spoken answer
+WAYS = {"spoken": ("audio", "text"), "typed": ("text", "text"), "speech_mode": ("audio", "audio")}
+
+
+def quiz(model, processor, dataset, per_task: int | None = None, progress: bool = True,
+         speech_mode: bool = False) -> dict:
+    """Spoken and typed text answers (and with `speech_mode` the text of spoken text-and-speech answers) to every
+    s2t / s2s row of `dataset`: tallies and one record per question."""
     rows = select(dataset, QA_TASKS, per_task)
     if len(rows) == 0:
         raise ValueError(f"No question rows (tasks {QA_TASKS}) in the split, so nothing to quiz; its tasks are "
                          f"{sorted(set(dataset['task']))}. Build a corpus with s2t or s2s rows.")
+    ways = [w for w in WAYS if speech_mode or w != "speech_mode"]
     tallies, records = {}, []
     for row in tqdm(rows, desc="quiz", disable=not progress):
         expected = row["answer_text"]
-        spoken = ask(model, processor, to_float(row["question_audio"]), "text").text
-        typed = ask(model, processor, row["question_text"], "text").text
-        ok = {"spoken": is_correct(expected, spoken), "typed": is_correct(expected, typed)}
+        inputs = {"audio": to_float(row["question_audio"]), "text": row["question_text"]}
+        answers = {w: ask(model, processor, inputs[WAYS[w][0]], WAYS[w][1]).text for w in ways}
         for name in groups(row):
-            tally = tallies.setdefault(name, {"spoken": 0, "typed": 0, "questions": 0})
-            tally["spoken"] += ok["spoken"]
-            tally["typed"] += ok["typed"]
+            tally = tallies.setdefault(name, dict.fromkeys([*ways, "questions"], 0))
+            for w in ways:
+                tally[w] += is_correct(expected, answers[w])
             tally["questions"] += 1
         records.append({"id": row["id"], "task": row["task"], "voice": row["voice"], "template": row.get("template", ""),
-                        "expected": expected, "spoken_answer": spoken, "typed_answer": typed})
+                        "expected": expected, **{f"{w}_answer": answers[w] for w in ways}})
     by_group = {}
     for name, tally in tallies.items():
         n = tally["questions"]
-        scores = {"spoken_accuracy": tally["spoken"] / n, "typed_accuracy": tally["typed"] / n}
+        scores = {f"{w}_accuracy": tally[w] / n for w in ways}
         by_group[name] = {**scores, "modality_gap_ratio": ratio(scores, "spoken_accuracy", "typed_accuracy"),
-                          "correct": [tally["spoken"], tally["typed"]], "questions": n}
+                          "correct": [tally[w] for w in ways], "questions": n}
     return {"metrics": by_group.pop("all"), "by_group": dict(sorted(by_group.items())), "examples": records}
 
 
 def markdown(results: dict) -> str:
-    lines = ["| questions | n | spoken | typed | spoken / typed |", "|---|---:|---:|---:|---:|"]
+    speech = "speech_mode_accuracy" in results["metrics"]
+    lines = ["| questions | n | spoken | typed | spoken / typed |" + (" spoken, text-and-speech mode |" if speech else ""),
+             "|---|---:|---:|---:|---:|" + ("---:|" if speech else "")]
     for name, g in [("all", results["metrics"]), *results["by_group"].items()]:
         gap = "" if g["modality_gap_ratio"] is None else f"{g['modality_gap_ratio']:.0%}"
-        lines.append(f"| {name} | {g['questions']} | {g['correct'][0]} ({g['spoken_accuracy']:.1%}) | "
-                     f"{g['correct'][1]} ({g['typed_accuracy']:.1%}) | {gap} |")
+        line = (f"| {name} | {g['questions']} | {g['correct'][0]} ({g['spoken_accuracy']:.1%}) | "
+                f"{g['correct'][1]} ({g['typed_accuracy']:.1%}) | {gap} |")
+        lines.append(line + (f" {g['correct'][2]} ({g['speech_mode_accuracy']:.1%}) |" if speech else ""))
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_model_arguments(parser)
+    parser.add_argument("--speech-mode", action="store_true",
+                        help="also score the text of text-and-speech answers to the spoken questions")
     args = parser.parse_args(argv)
 
     from datasets import load_from_disk
 
     model, processor = load_for_evaluation(args.model, args.adapter, args.threads)
     start = time.perf_counter()
-    results = quiz(model, processor, load_from_disk(args.corpus)[args.split], args.per_task, not args.no_progress)
+    results = quiz(model, processor, load_from_disk(args.corpus)[args.split], args.per_task, not args.no_progress,
+                   args.speech_mode)
     results.update(model=args.model, adapter=args.adapter, corpus=args.corpus, split=args.split,
                    seconds=round(time.perf_counter() - start, 1))
     write_results(results, markdown(results), args.output)
