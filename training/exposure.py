@@ -1,0 +1,121 @@
+"""Why a text-and-speech answer is wrong where the text-mode answer is right: the answer's text forced three ways.
+
+    python -m training.exposure --model checkpoints/omnidrca-smollm2 --corpus data/corpus-smollm2-qa --kind arithmetic \
+        --output runs/eval/exposure.json
+
+In text-and-speech mode the text stream leads the speech by `speech_delay` groups and reads, at every step, the
+speech the model has made so far; training only ever shows it reference speech. For each spoken question this
+forces the right answer's text (teacher forcing) and asks whether every text token of it is the model's first
+choice (greedy would write it), under:
+
+- `text_mode`: the S2T system prompt, no speech stream;
+- `reference_speech`: the S2S system prompt, the assistant voice saying the right answer as the speech stream;
+- `own_speech`: the S2S system prompt, the model's own speech (its free-running text-and-speech answer to the
+  question, re-encoded by its codec) as the speech stream;
+
+beside `free_running`, that answer's text scored by `training.scoring.is_correct`. `text_mode` above
+`reference_speech` says the S2S task itself answers worse; `reference_speech` above `own_speech` says the model's
+own speech misleads its text (exposure bias), and `own_speech_changes` counts the questions each way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from processing.schema import SYSTEM_PROMPTS, to_float
+from processing.synthesis import ASSISTANT_VOICES, assistant_voice, synthesize_all
+
+from .evaluate import QA_TASKS, add_model_arguments, ask, load_for_evaluation, question_kind, select, write_results
+from .scoring import is_correct
+from .sft import OmniDRCACollator
+
+CONDITIONS = ("text_mode", "reference_speech", "own_speech", "free_running")
+
+
+def codec_codes(model, wave: np.ndarray) -> list[int]:
+    """A 16 kHz float clip -> the model codec's 25 Hz codes."""
+    audio = torch.from_numpy(np.asarray(wave, dtype=np.float32))[None].to(model.device)  # (1, T)
+    mask = torch.ones_like(audio, dtype=torch.long)
+    with torch.no_grad():
+        codes = model.speech_codec.encode(audio, mask)  # (1, T25)
+    return codes[0, : int(model.speech_codec.code_lengths(mask)[0])].tolist()
+
+
+def forced_right(model, collator: OmniDRCACollator, row: dict, task: str, codes: list[int] | None) -> bool:
+    """Is every text label token of `row`'s answer the argmax under teacher forcing, asked as `task` with
+    `codes` as the speech stream?"""
+    batch = collator([{**row, "task": task, "system_prompt": SYSTEM_PROMPTS[task], "answer_codes": codes}])
+    labels = batch.pop("labels")[0, 1:]  # (L-1,) next-token targets
+    inputs = {name: value.to(model.device) if torch.is_tensor(value) else value for name, value in batch.items()}
+    with torch.no_grad():
+        logits = model(**inputs, use_cache=False).logits[0, :-1]  # (L-1, Vt)
+    keep = labels != -100
+    return bool((logits.argmax(-1).cpu()[keep] == labels[keep]).all())
+
+
+def exposure(model, processor, dataset, kind: str | None = None, per_task: int | None = None,
+             assistant: str = "festival-slt", progress: bool = True) -> dict:
+    """The four conditions for every spoken question row (of `kind`, when given): tallies and one record each."""
+    rows = [r for r in select(dataset, QA_TASKS, per_task)
+            if len(r["question_audio"]) and (kind is None or question_kind(r) == kind)]
+    if not rows:
+        raise ValueError(f"No spoken question rows (tasks {QA_TASKS}{f', kind {kind!r}' if kind else ''}) in the "
+                         f"split; its kinds are {sorted({question_kind(r) for r in dataset})}.")
+    voice = assistant_voice(assistant)
+    jobs = [(r["answer_text"], voice.job_voice, voice.rate, voice.pitch) for r in rows]
+    clips = synthesize_all(list(dict.fromkeys(jobs)), progress=False)
+    collator, records = OmniDRCACollator(processor), []
+    for row, job in tqdm(list(zip(rows, jobs)), desc="exposure", disable=not progress):
+        answer = ask(model, processor, to_float(row["question_audio"]), "audio")
+        own = codec_codes(model, answer.wave) if answer.wave is not None and len(answer.wave) else []
+        records.append({
+            "id": row["id"], "expected": row["answer_text"], "free_running_answer": answer.text,
+            "text_mode": forced_right(model, collator, row, "s2t", None),
+            "reference_speech": forced_right(model, collator, row, "s2s", codec_codes(model, to_float(clips[job]))),
+            "own_speech": bool(own) and forced_right(model, collator, row, "s2s", own),
+            "free_running": is_correct(row["answer_text"], answer.text)})
+    metrics = {c: sum(r[c] for r in records) for c in CONDITIONS}
+    lost = sum(r["reference_speech"] and not r["own_speech"] for r in records)
+    gained = sum(r["own_speech"] and not r["reference_speech"] for r in records)
+    metrics.update(questions=len(records), own_speech_changes={"lost": lost, "gained": gained})
+    return {"metrics": metrics, "kind": kind, "assistant": assistant, "examples": records}
+
+
+def markdown(results: dict) -> str:
+    m = results["metrics"]
+    lines = ["| answer text forced, speech stream | right (every token the first choice) |", "|---|---:|"]
+    names = {"text_mode": "text mode (S2T prompt), none", "reference_speech": "S2S prompt, reference speech",
+             "own_speech": "S2S prompt, the model's own speech", "free_running": "free-running text-and-speech answer"}
+    lines += [f"| {names[c]} | {m[c]} / {m['questions']} ({m[c] / m['questions']:.1%}) |" for c in CONDITIONS]
+    changes = m["own_speech_changes"]
+    lines.append(f"\nOwn speech against reference speech: {changes['lost']} lost, {changes['gained']} gained.")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_model_arguments(parser)
+    parser.add_argument("--kind", help="only questions of this kind (arithmetic, capital_of, ...; default: all)")
+    parser.add_argument("--assistant-voice", choices=sorted(ASSISTANT_VOICES), default="festival-slt",
+                        help="the voice of the reference speech (the assistant voice the model was trained on)")
+    args = parser.parse_args(argv)
+
+    from datasets import load_from_disk
+
+    model, processor = load_for_evaluation(args.model, args.adapter, args.threads)
+    start = time.perf_counter()
+    results = exposure(model, processor, load_from_disk(args.corpus)[args.split], args.kind, args.per_task,
+                       args.assistant_voice, not args.no_progress)
+    results.update(model=args.model, adapter=args.adapter, corpus=args.corpus, split=args.split,
+                   seconds=round(time.perf_counter() - start, 1))
+    write_results(results, markdown(results), args.output)
+    return results
+
+
+if __name__ == "__main__":
+    main()
