@@ -44,7 +44,7 @@ tags: [omnidrca, speech-to-speech, spoken-language-model, demo]
 OmniDRCA on a pretrained text backbone, trained on a 2-core CPU: it hears a spoken question and answers in
 text and speech together, in one autoregressive pass (25 Hz codec codes grouped 5 -> 5 Hz into the backbone,
 ungrouped by the Speech Refined Head). {params} parameters: Whisper tiny.en encoder (frozen),
-SmolLM2-135M-Instruct (frozen; eight rank-32 LoRA stages merged in one after another, their sum kept at rank 64 by
+SmolLM2-135M-Instruct (frozen; nine rank-32 LoRA stages merged in one after another, their sum kept at rank 64 by
 `training.compact_run`), the SRH and a 1000-code 25 Hz codec trained on festival's CMU SLT voice, the
 assistant's voice.
 
@@ -86,6 +86,13 @@ Judge: Whisper base (primary) and tiny.en (`python -m training.evaluate --typed 
 
 {table}
 
+## 200 more questions (`python -m training.quiz --speech-mode`; text answers only)
+
+Held-out voices and phrasings (`data/corpus-smollm2-qa`, seed 7): each asked spoken and typed in text mode, and
+spoken in text-and-speech mode (the text stream of the answer).
+
+{quiz}
+
 ## Listening to human speech (`python -m training.listening`; evaluation only, never trained on)
 
 {listening}
@@ -112,6 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--output", required=True)
     parser.add_argument("--eval", help="training.evaluate JSON of this model")
     parser.add_argument("--listening", help="training.listening JSON of this model")
+    parser.add_argument("--quiz", help="training.quiz JSON of this model")
     parser.add_argument("--corpus-info", nargs="+", default=[], help="corpus_info.json of each training corpus")
     parser.add_argument("--abilities", help="a markdown file: what the model can and cannot do, from the tables")
     parser.add_argument("--steps", default="see training/configs/smollm2_stage*.yaml")
@@ -128,6 +136,7 @@ def main(argv: list[str] | None = None) -> None:
         (out / "training_curves.png").write_bytes(curves.read_bytes())
     corpus = "; ".join(_corpus_summary(path) for path in args.corpus_info) or "see corpus_info.json"
     from .listening import markdown as listening_markdown
+    from .quiz import markdown as quiz_markdown
 
     listening = _table(args.listening, lambda r: listening_markdown(r["table"], r["skipped"], r.get("judge", "tiny.en")))
     params = json.loads((out / "parts.json").read_text())["tensors"]
@@ -136,7 +145,8 @@ def main(argv: list[str] | None = None) -> None:
     abilities = Path(args.abilities).read_text().strip() if args.abilities else "(see the tables below)"
     (out / "README.md").write_text(CARD.format(
         name=out.name, folder=out.as_posix(), params=f"{count / 1e6:.1f} M", size=size, abilities=abilities,
-        corpus=corpus, steps=args.steps, table=_table(args.eval, markdown_table), listening=listening))
+        corpus=corpus, steps=args.steps, table=_table(args.eval, markdown_table), listening=listening,
+        quiz=_table(args.quiz, quiz_markdown)))
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 2**20
     print(f"wrote {out} ({size:.1f} MiB)")
     if size > MAX_MB:
