@@ -271,6 +271,21 @@ def load_for_evaluation(name: str, adapter: str | None = None, threads: int = 1)
     return model.eval(), processor
 
 
+def run_on_corpus(args: argparse.Namespace, measure, table) -> dict:
+    """The body of an entry point built on `add_model_arguments`: load the model as users do, run
+    `measure(model, processor, dataset)` on the corpus split, record what ran and how long, and write the results
+    with `table(results)` beside them."""
+    from datasets import load_from_disk
+
+    model, processor = load_for_evaluation(args.model, args.adapter, args.threads)
+    start = time.perf_counter()
+    results = measure(model, processor, load_from_disk(args.corpus)[args.split])
+    results.update(model=args.model, adapter=args.adapter, corpus=args.corpus, split=args.split,
+                   seconds=round(time.perf_counter() - start, 1))
+    write_results(results, table(results), args.output)
+    return results
+
+
 def write_results(results: dict, table: str, output: str | None) -> None:
     """Print the table; with `output`, write the JSON there and the table next to it (.md)."""
     print(table)

@@ -21,7 +21,6 @@ own speech misleads its text (exposure bias), and `own_speech_changes` counts th
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 import torch
@@ -30,7 +29,7 @@ from tqdm.auto import tqdm
 from processing.schema import SYSTEM_PROMPTS, to_float
 from processing.synthesis import ASSISTANT_VOICES, assistant_voice, synthesize_all
 
-from .evaluate import QA_TASKS, add_model_arguments, ask, load_for_evaluation, question_kind, select, write_results
+from .evaluate import QA_TASKS, add_model_arguments, ask, question_kind, run_on_corpus, select
 from .scoring import is_correct
 from .sft import OmniDRCACollator
 
@@ -104,17 +103,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--assistant-voice", choices=sorted(ASSISTANT_VOICES), default="festival-slt",
                         help="the voice of the reference speech (the assistant voice the model was trained on)")
     args = parser.parse_args(argv)
-
-    from datasets import load_from_disk
-
-    model, processor = load_for_evaluation(args.model, args.adapter, args.threads)
-    start = time.perf_counter()
-    results = exposure(model, processor, load_from_disk(args.corpus)[args.split], args.kind, args.per_task,
-                       args.assistant_voice, not args.no_progress)
-    results.update(model=args.model, adapter=args.adapter, corpus=args.corpus, split=args.split,
-                   seconds=round(time.perf_counter() - start, 1))
-    write_results(results, markdown(results), args.output)
-    return results
+    return run_on_corpus(args, lambda model, processor, dataset: exposure(
+        model, processor, dataset, args.kind, args.per_task, args.assistant_voice, not args.no_progress), markdown)
 
 
 if __name__ == "__main__":

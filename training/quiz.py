@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import re
-import time
 
 from tqdm.auto import tqdm
 
@@ -30,11 +29,10 @@ from .evaluate import (
     QA_TASKS,
     add_model_arguments,
     ask,
-    load_for_evaluation,
     question_kind,
     ratio,
+    run_on_corpus,
     select,
-    write_results,
 )
 from .scoring import is_correct
 
@@ -106,17 +104,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--speech-mode", action="store_true",
                         help="also score the text of text-and-speech answers to the spoken questions")
     args = parser.parse_args(argv)
-
-    from datasets import load_from_disk
-
-    model, processor = load_for_evaluation(args.model, args.adapter, args.threads)
-    start = time.perf_counter()
-    results = quiz(model, processor, load_from_disk(args.corpus)[args.split], args.per_task, not args.no_progress,
-                   args.speech_mode)
-    results.update(model=args.model, adapter=args.adapter, corpus=args.corpus, split=args.split,
-                   seconds=round(time.perf_counter() - start, 1))
-    write_results(results, markdown(results), args.output)
-    return results
+    return run_on_corpus(args, lambda model, processor, dataset: quiz(
+        model, processor, dataset, args.per_task, not args.no_progress, args.speech_mode), markdown)
 
 
 if __name__ == "__main__":
