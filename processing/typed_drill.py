@@ -47,6 +47,11 @@ def arithmetic_facts(limits: dict[str, int]) -> list[tuple[int, str, int, int]]:
     return facts
 
 
+def fact_fields(a: int, op: str, b: int, result: int) -> dict[str, str]:
+    """The template fields of one fact, in words (`QUESTION_TEMPLATES["arithmetic"]`, `ANSWER_FORMATS`)."""
+    return {"a": number_to_words(a), "op": op, "b": number_to_words(b), "c": number_to_words(result)}
+
+
 def typed_rows(limits: dict[str, int], repeats_over_20: int = 1, seed: int = 0, task: str = "s2t",
                answer_clips: dict[str, np.ndarray] | None = None) -> list[dict]:
     """Schema rows of `task`: each fact under each training phrasing, `repeats_over_20` times if its result is over
@@ -62,7 +67,7 @@ def typed_rows(limits: dict[str, int], repeats_over_20: int = 1, seed: int = 0, 
     templates = allowed_templates(QUESTION_TEMPLATES["arithmetic"], "train")
     rows = []
     for a, op, b, result in arithmetic_facts(limits):
-        fields = {"a": number_to_words(a), "op": op, "b": number_to_words(b), "c": number_to_words(result)}
+        fields = fact_fields(a, op, b, result)
         answer = ANSWER_FORMATS["arithmetic"].format(**fields)
         audio = answer_clips[answer] if task == "s2s" else []
         for template in templates * (repeats_over_20 if result > 20 else 1):
@@ -79,9 +84,7 @@ def answer_clips(limits: dict[str, int], assistant: str = "festival-slt", num_wo
     """Answer text -> its int16 clip in the `assistant` voice (a key of `processing.synthesis.ASSISTANT_VOICES`),
     one per distinct answer of the facts within `limits`."""
     voice = assistant_voice(assistant)
-    answers = dict.fromkeys(ANSWER_FORMATS["arithmetic"].format(a=number_to_words(a), op=op, b=number_to_words(b),
-                                                                c=number_to_words(c))
-                            for a, op, b, c in arithmetic_facts(limits))
+    answers = dict.fromkeys(ANSWER_FORMATS["arithmetic"].format(**fact_fields(*fact)) for fact in arithmetic_facts(limits))
     jobs = [(text, voice.job_voice, voice.rate, voice.pitch) for text in answers]
     clips = synthesize_all(jobs, num_workers, progress, desc=f"{voice.name} answers")
     return {job[0]: clips[job] for job in jobs}
