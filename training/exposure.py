@@ -68,6 +68,7 @@ def exposure(model, processor, dataset, kind: str | None = None, per_task: int |
     voice = assistant_voice(assistant)
     jobs = [(r["answer_text"], voice.job_voice, voice.rate, voice.pitch) for r in rows]
     clips = synthesize_all(list(dict.fromkeys(jobs)), progress=False)
+    reference = {job: codec_codes(model, to_float(clip)) for job, clip in clips.items()}  # once per distinct answer
     collator, records = OmniDRCACollator(processor), []
     for row, job in tqdm(list(zip(rows, jobs)), desc="exposure", disable=not progress):
         answer = ask(model, processor, to_float(row["question_audio"]), "audio")
@@ -75,7 +76,7 @@ def exposure(model, processor, dataset, kind: str | None = None, per_task: int |
         records.append({
             "id": row["id"], "expected": row["answer_text"], "free_running_answer": answer.text,
             "text_mode": forced_right(model, collator, row, "s2t", None),
-            "reference_speech": forced_right(model, collator, row, "s2s", codec_codes(model, to_float(clips[job]))),
+            "reference_speech": forced_right(model, collator, row, "s2s", reference[job]),
             "own_speech": bool(own) and forced_right(model, collator, row, "s2s", own),
             "free_running": is_correct(row["answer_text"], answer.text)})
     metrics = {c: sum(r[c] for r in records) for c in CONDITIONS}
