@@ -91,7 +91,8 @@ def test_smollm2_configs_chain_and_train_the_added_rows_without_decay():
               ("smollm2_stage3.yaml", "runs/smollm2-stage2-merged"),
               ("smollm2_stage4.yaml", "runs/smollm2-stage3-r64"),  # stage 4 starts from what shipped: rank 64
               ("smollm2_stage5.yaml", "runs/smollm2-stage4-r64"), ("smollm2_stage6.yaml", "runs/smollm2-stage5-r64"),
-              ("smollm2_stage7.yaml", "runs/smollm2-stage6-r64"), ("smollm2_stage8.yaml", "runs/smollm2-stage7-r64"))
+              ("smollm2_stage7.yaml", "runs/smollm2-stage6-r64"), ("smollm2_stage8.yaml", "runs/smollm2-stage7-r64"),
+              ("smollm2_stage9.yaml", "runs/smollm2-stage8-r64"), ("smollm2_stage10.yaml", "runs/smollm2-stage9-r64"))
     for stage, start in stages:
         script, args, model = parse(stage)
         assert model.model_name_or_path == start and script.freeze_backbone and model.use_peft
@@ -108,7 +109,10 @@ def test_smollm2_configs_chain_and_train_the_added_rows_without_decay():
     typed = parse("smollm2_stage8.yaml")[0]  # the same two, and the typed arithmetic drill
     assert typed.dataset_path == "data/corpus-smollm2-s5"  # the evaluation split comes from the first
     assert typed.mix_dataset_paths == ["data/corpus-smollm2-typed", "data/corpus-smollm2-drill"]
-    assert all(parse(f"smollm2_stage{n}.yaml")[0].text_alignment is None for n in range(1, 9))
+    assert all(parse(f"smollm2_stage{n}.yaml")[0].text_alignment is None for n in range(1, 11))
+    # Only stage 10 noises the speech the backbone reads; the model config's default (0) stays for the others.
+    assert [parse(f"smollm2_stage{n}.yaml")[0].speech_input_noise for n in range(1, 11)] == [None] * 9 + [0.4]
+    assert parse("smollm2_stage10.yaml")[0].mix_dataset_paths[0] == "data/corpus-smollm2-s4"  # transcription rows
     spread, args, model = parse("smollm2_spread.yaml")  # the layout experiment: stage 5 with spread text
     assert spread.text_alignment == "spread" and model.model_name_or_path == "runs/smollm2-stage4-r64"
     assert spread.dataset_path == "data/corpus-smollm2-s3" and args.output_dir == "runs/smollm2-stage5-spread"

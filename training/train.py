@@ -53,6 +53,7 @@ class OmniDRCAScriptArguments:
     freeze_audio_encoder: bool = field(default=False, metadata={"help": "Freeze the Whisper speech encoder."})
     contrastive_weight: float | None = field(default=None, metadata={"help": "Override the model config's contrastive loss weight."})
     speech_loss_weight: float | None = field(default=None, metadata={"help": "Override the model config's speech loss weight (SRH CE or diffusion flow-matching MSE)."})
+    speech_input_noise: float | None = field(default=None, metadata={"help": "Override the model config's speech_input_noise: the largest fraction of the speech codes the backbone reads swapped for random ones (SRH only)."})
     lora_target_regex: str = field(
         default=BACKBONE_LINEAR_REGEX,
         metadata={"help": "With use_peft and no lora_target_modules: PEFT regex (full match) of the LoRA targets."},
@@ -98,9 +99,10 @@ def main(script_args: OmniDRCAScriptArguments, training_args: SFTConfig, model_a
         model.config.validate_omnidrca()
     processor = OmniDRCAProcessor.from_pretrained(model_args.model_name_or_path,
                                                   text_alignment=model.config.text_alignment)
-    for name in ("contrastive_weight", "speech_loss_weight"):
+    for name in ("contrastive_weight", "speech_loss_weight", "speech_input_noise"):
         if getattr(script_args, name) is not None:
             setattr(model.config, name, getattr(script_args, name))
+    model.config.validate_omnidrca()
     frozen = freeze_modules(model, script_args.freeze_backbone, script_args.freeze_audio_encoder)
 
     with training_args.main_process_first(desc="corpus selection and codec codes"):

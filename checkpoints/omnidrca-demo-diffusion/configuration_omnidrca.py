@@ -175,6 +175,11 @@ class OmniDRCAConfig(PreTrainedConfig):
         contrastive_weight (`float`, *optional*, defaults to 0.1):
             Weight of the speech-text contrastive (symmetric InfoNCE) loss; 0 disables its contribution to
             the total loss (the component is still reported when transcripts are given).
+        speech_input_noise (`float`, *optional*, defaults to 0.0):
+            Training only, discrete speech heads: each row swaps up to this fraction (its rate drawn uniformly
+            in [0, speech_input_noise]) of the codec codes the backbone *reads* for random codes; the SRH's
+            teacher forcing and all targets stay clean. At generation the backbone reads its own speech, which
+            is never the reference's: the noise teaches the text stream not to lean on it. 0 disables it.
         contrastive_temperature (`float`, *optional*, defaults to 0.07):
             Initial temperature of the InfoNCE logits; the temperature is a learned parameter.
         tie_word_embeddings (`bool`, *optional*):
@@ -268,6 +273,7 @@ class OmniDRCAConfig(PreTrainedConfig):
     speech_loss_weight: float | int = 1.0
     contrastive_weight: float | int = 0.1
     contrastive_temperature: float | int = 0.07
+    speech_input_noise: float | int = 0.0
     tie_word_embeddings: bool | None = None
     initializer_range: float = 0.02
 
@@ -308,6 +314,13 @@ class OmniDRCAConfig(PreTrainedConfig):
                 f"Unknown `speech_head_type` {self.speech_head_type!r}: expected one of {known_speech_head_types()}. "
                 "Use 'srh' for discrete codec codes (Speech Refined Head) or 'diffusion' for continuous latents "
                 "(or register your own head with `register_speech_head`)."
+            )
+        if not 0 <= self.speech_input_noise < 1:
+            raise ValueError(f"`speech_input_noise` must be in [0, 1), got {self.speech_input_noise!r}; 0 disables it.")
+        if self.speech_input_noise > 0 and self.speech_head_type == "diffusion":
+            raise ValueError(
+                "`speech_input_noise` swaps discrete codec codes; the diffusion head reads continuous latents. "
+                "Set it to 0 for speech_head_type='diffusion'."
             )
         specials = {
             "speech_bos_token_id": self.speech_bos_token_id,

@@ -33,6 +33,7 @@ class OmniDRCASpeechEmbedding(nn.Module):
 
     def __init__(self, config):
         super().__init__()
+        self.config = config  # read at each training step: `speech_input_noise` may be changed after loading
         self.group_size = config.group_size
         dim = config.srh_config.hidden_size
         self.embed_tokens = nn.Embedding(config.speech_embed_vocab_size, dim, padding_idx=config.speech_pad_token_id)
@@ -44,8 +45,21 @@ class OmniDRCASpeechEmbedding(nn.Module):
                 "`speech_latents` are the continuous speech stream of speech_head_type='diffusion'; this model's "
                 "speech head is 'srh' and reads discrete `speech_ids` only. Drop them."
             )
+        if self.training and self.config.speech_input_noise > 0:
+            speech_ids = swap_random_codes(speech_ids, self.config.speech_input_noise, self.config.speech_vocab_size)
         embeds = self.embed_tokens(speech_ids)  # (B, L, k, Ds)
         return self.proj(embeds.flatten(-2))  # (B, L, k·Ds) -> (B, L, D)
+
+
+def swap_random_codes(speech_ids: torch.LongTensor, max_rate: float, num_codes: int,
+                      generator: torch.Generator | None = None) -> torch.LongTensor:
+    """(B, L, k) -> (B, L, k): each row swaps a fraction of its codec codes (ids < `num_codes`; specials stay),
+    drawn uniformly in [0, `max_rate`], for uniformly random codes."""
+    device = speech_ids.device
+    rate = torch.rand(speech_ids.shape[0], *[1] * (speech_ids.dim() - 1), device=device, generator=generator)
+    swap = (torch.rand(speech_ids.shape, device=device, generator=generator) < rate * max_rate) & (speech_ids < num_codes)
+    codes = torch.randint(0, num_codes, speech_ids.shape, device=device, generator=generator)
+    return torch.where(swap, codes, speech_ids)
 
 
 @register_speech_head("srh")
