@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from datasets import load_from_disk
 
 from processing.corpus import build_corpus
@@ -48,7 +49,7 @@ def test_forcing_greedy_text_agrees_with_greedy_decoding(corpus, demo):
 def test_the_entry_point_tallies_its_records(corpus, tmp_path):
     out = tmp_path / "exposure.json"
     results = exposure.main(["--model", str(DEMO), "--corpus", str(corpus), "--assistant-voice", "espeak",
-                             "--no-progress", "--output", str(out)])
+                             "--noised-reference", "0", "1", "--no-progress", "--output", str(out)])
     saved = json.loads(out.read_text())
     metrics, records = saved["metrics"], saved["examples"]
     assert metrics["questions"] == len(records) == 4 and results["metrics"] == metrics
@@ -57,7 +58,22 @@ def test_the_entry_point_tallies_its_records(corpus, tmp_path):
     assert all(r["free_running"] == is_correct(r["expected"], r["free_running_answer"]) for r in records)
     lost = sum(r["reference_speech"] and not r["own_speech"] for r in records)
     assert metrics["own_speech_changes"]["lost"] == lost
-    assert out.with_suffix(".md").read_text().startswith("| answer text forced, speech stream |")
+    # Rate 0 is the reference speech itself; rate 1 replaces every code, so it is counted on its own.
+    assert all(r["reference_speech_noised"]["0.0"] == r["reference_speech"] for r in records)
+    assert metrics["reference_speech_noised"] == {rate: sum(r["reference_speech_noised"][rate] for r in records)
+                                                  for rate in ("0.0", "1.0")}
+    table = out.with_suffix(".md").read_text()
+    assert table.startswith("| answer text forced, speech stream |") and "with 100% of its codes random" in table
+
+
+def test_noised_codes_swap_the_asked_share_for_codes():
+    generator = torch.Generator().manual_seed(0)
+    codes = [3] * 20000
+    noised = exposure.noised_codes(codes, 0.25, 8, generator)
+    assert set(noised) <= set(range(8))
+    # A swapped code lands on 3 again one time in 8: 0.25 * 7/8 of them change.
+    assert sum(c != 3 for c in noised) / len(codes) == pytest.approx(0.25 * 7 / 8, abs=0.01)
+    assert exposure.noised_codes(codes, 0.0, 8, generator) == codes
 
 
 def test_a_kind_without_questions_is_refused_naming_the_kinds(corpus, demo):

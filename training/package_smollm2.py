@@ -44,7 +44,7 @@ tags: [omnidrca, speech-to-speech, spoken-language-model, demo]
 OmniDRCA on a pretrained text backbone, trained on a 2-core CPU: it hears a spoken question and answers in
 text and speech together, in one autoregressive pass (25 Hz codec codes grouped 5 -> 5 Hz into the backbone,
 ungrouped by the Speech Refined Head). {params} parameters: Whisper tiny.en encoder (frozen),
-SmolLM2-135M-Instruct (frozen; nine rank-32 LoRA stages merged in one after another, their sum kept at rank 64 by
+SmolLM2-135M-Instruct (frozen; ten rank-32 LoRA stages merged in one after another, their sum kept at rank 64 by
 `training.compact_run`), the SRH and a 1000-code 25 Hz codec trained on festival's CMU SLT voice, the
 assistant's voice.
 
