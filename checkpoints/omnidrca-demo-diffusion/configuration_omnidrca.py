@@ -176,7 +176,8 @@ class OmniDRCAConfig(PreTrainedConfig):
             Weight of the speech-text contrastive (symmetric InfoNCE) loss; 0 disables its contribution to
             the total loss (the component is still reported when transcripts are given).
         speech_input_noise (`float`, *optional*, defaults to 0.0):
-            Training only, discrete speech heads: each row swaps up to this fraction (its rate drawn uniformly
+            Training only, applied by the SRH's speech embedding (`speech_head_type="srh"`; the diffusion head's
+            continuous stream refuses it): each row swaps up to this fraction (its rate drawn uniformly
             in [0, speech_input_noise]) of the codec codes the backbone *reads* for random codes; the SRH's
             teacher forcing and all targets stay clean. At generation the backbone reads its own speech, which
             is never the reference's: the noise teaches the text stream not to lean on it. 0 disables it.
