@@ -17,7 +17,7 @@ beside `free_running`, that answer's text scored by `training.scoring.is_correct
 `reference_speech` says the S2S task itself answers worse; `reference_speech` above `own_speech` says the model's
 own speech misleads its text (exposure bias), and `own_speech_changes` counts the questions each way.
 `--noised-reference 0.2 0.5` adds the reference speech with that share of its codes swapped for random ones
-(seeded): how far the text stream leans on the speech it reads (`speech_input_noise` trains that down).
+(seeded): how far the text stream leans on the speech it reads (what `speech_input_noise` aims to lower).
 """
 
 from __future__ import annotations

@@ -180,7 +180,7 @@ class OmniDRCAConfig(PreTrainedConfig):
             continuous stream refuses it): each row swaps up to this fraction (its rate drawn uniformly
             in [0, speech_input_noise]) of the codec codes the backbone *reads* for random codes; the SRH's
             teacher forcing and all targets stay clean. At generation the backbone reads its own speech, which
-            is never the reference's: the noise teaches the text stream not to lean on it. 0 disables it.
+            is never the reference's: the noise is meant to keep the text stream from leaning on it. 0 disables it.
         contrastive_temperature (`float`, *optional*, defaults to 0.07):
             Initial temperature of the InfoNCE logits; the temperature is a learned parameter.
         tie_word_embeddings (`bool`, *optional*):
