@@ -8,7 +8,7 @@ import torch
 from datasets import load_from_disk
 
 from processing.corpus import build_corpus
-from processing.schema import to_float
+from processing.schema import SYSTEM_PROMPTS, to_float
 from training import exposure
 from training.evaluate import ask, load_for_evaluation, question_kind
 from training.scoring import is_correct
@@ -43,7 +43,14 @@ def test_forcing_greedy_text_agrees_with_greedy_decoding(corpus, demo):
         assert exposure.forced_right(model, collator, row, "s2t", None) == same
         assert not exposure.forced_right(model, collator, {**row, "answer_text": greedy + " and more"}, "s2t", None)
         agree += same
+        # The same holds under another system prompt: greedy under the S2S prompt, forced under it.
+        under_s2s = ask(model, processor, to_float(row["question_audio"]), "text", system_prompt=SYSTEM_PROMPTS["s2s"])
+        assert exposure.forced_right(model, collator, {**row, "answer_text": under_s2s.text}, "s2t", None, prompt="s2s")
     assert 0 < agree < len(rows)  # both branches ran (the demo answers some of these four right, not all)
+    # ... and the prompt is what changed: the S2S prompt's words are in the forced input, not the S2T one's.
+    prompted = collator([{**rows[0], "task": "s2t", "system_prompt": SYSTEM_PROMPTS["s2s"], "answer_codes": None}])
+    text = processor.tokenizer.decode(prompted["input_ids"][0])
+    assert SYSTEM_PROMPTS["s2s"] in text and SYSTEM_PROMPTS["s2t"] not in text
 
 
 def test_the_entry_point_tallies_its_records(corpus, tmp_path):

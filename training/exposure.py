@@ -9,12 +9,14 @@ forces the right answer's text (teacher forcing) and asks whether every text tok
 choice (greedy would write it), under:
 
 - `text_mode`: the S2T system prompt, no speech stream;
+- `s2s_prompt_no_speech`: the S2S system prompt, the text-only stream of a text answer (no speech read);
 - `reference_speech`: the S2S system prompt, the assistant voice saying the right answer as the speech stream;
 - `own_speech`: the S2S system prompt, the model's own speech (its free-running text-and-speech answer to the
   question, re-encoded by its codec) as the speech stream;
 
 beside `free_running`, that answer's text scored by `training.scoring.is_correct`. `text_mode` above
-`reference_speech` says the S2S task itself answers worse; `reference_speech` above `own_speech` says the model's
+`reference_speech` says the S2S task answers worse, and `s2s_prompt_no_speech` splits that between the prompt and
+the speech stream the backbone reads; `reference_speech` above `own_speech` says the model's
 own speech misleads its text (exposure bias), and `own_speech_changes` counts the questions each way.
 `--noised-reference 0.2 0.5` adds the reference speech with that share of its codes swapped for random ones
 (seeded): how far the text stream leans on the speech it reads (what `speech_input_noise` aims to lower).
@@ -35,7 +37,7 @@ from .evaluate import QA_TASKS, add_model_arguments, ask, question_kind, run_on_
 from .scoring import is_correct
 from .sft import OmniDRCACollator
 
-CONDITIONS = ("text_mode", "reference_speech", "own_speech", "free_running")
+CONDITIONS = ("text_mode", "s2s_prompt_no_speech", "reference_speech", "own_speech", "free_running")
 
 
 def codec_codes(model, wave: np.ndarray) -> list[int]:
@@ -47,10 +49,12 @@ def codec_codes(model, wave: np.ndarray) -> list[int]:
     return codes[0, : int(model.speech_codec.code_lengths(mask)[0])].tolist()
 
 
-def forced_right(model, collator: OmniDRCACollator, row: dict, task: str, codes: list[int] | None) -> bool:
-    """Is every text label token of `row`'s answer the argmax under teacher forcing, asked as `task` with
-    `codes` as the speech stream?"""
-    batch = collator([{**row, "task": task, "system_prompt": SYSTEM_PROMPTS[task], "answer_codes": codes}])
+def forced_right(model, collator: OmniDRCACollator, row: dict, task: str, codes: list[int] | None,
+                 prompt: str | None = None) -> bool:
+    """Is every text label token of `row`'s answer the argmax under teacher forcing, asked as `task` (under the
+    system prompt of `prompt`, default `task`) with `codes` as the speech stream?"""
+    system_prompt = SYSTEM_PROMPTS[prompt or task]
+    batch = collator([{**row, "task": task, "system_prompt": system_prompt, "answer_codes": codes}])
     labels = batch.pop("labels")[0, 1:]  # (L-1,) next-token targets
     inputs = {name: value.to(model.device) if torch.is_tensor(value) else value for name, value in batch.items()}
     with torch.no_grad():
@@ -68,7 +72,7 @@ def noised_codes(codes: list[int], rate: float, num_codes: int, generator: torch
 
 def exposure(model, processor, dataset, kind: str | None = None, per_task: int | None = None,
              assistant: str = "festival-slt", progress: bool = True, noise_rates: tuple[float, ...] = ()) -> dict:
-    """The four conditions for every spoken question row (of `kind`, when given), and the reference speech
+    """The five conditions for every spoken question row (of `kind`, when given), and the reference speech
     noised at each of `noise_rates`: tallies and one record each."""
     if any(not 0 <= rate <= 1 for rate in noise_rates):
         raise ValueError(f"Noise rates are shares of the codes swapped, in [0, 1]; got {list(noise_rates)}.")
@@ -89,6 +93,7 @@ def exposure(model, processor, dataset, kind: str | None = None, per_task: int |
         records.append({
             "id": row["id"], "expected": row["answer_text"], "free_running_answer": answer.text,
             "text_mode": forced_right(model, collator, row, "s2t", None),
+            "s2s_prompt_no_speech": forced_right(model, collator, row, "s2t", None, prompt="s2s"),
             "reference_speech": forced_right(model, collator, row, "s2s", reference[job]),
             "own_speech": bool(own) and forced_right(model, collator, row, "s2s", own),
             "free_running": is_correct(row["answer_text"], answer.text),
@@ -107,10 +112,11 @@ def exposure(model, processor, dataset, kind: str | None = None, per_task: int |
 def markdown(results: dict) -> str:
     m = results["metrics"]
     lines = ["| answer text forced, speech stream | right (every token the first choice) |", "|---|---:|"]
-    names = {"text_mode": "text mode (S2T prompt), none", "reference_speech": "S2S prompt, reference speech",
+    names = {"text_mode": "text mode (S2T prompt), none", "s2s_prompt_no_speech": "S2S prompt, none",
+             "reference_speech": "S2S prompt, reference speech",
              "own_speech": "S2S prompt, the model's own speech", "free_running": "free-running text-and-speech answer"}
     rows = [(names[c], m[c]) for c in CONDITIONS]
-    rows[2:2] = [(f"S2S prompt, reference speech with {float(rate):.0%} of its codes random", right)
+    rows[3:3] = [(f"S2S prompt, reference speech with {float(rate):.0%} of its codes random", right)
                  for rate, right in m.get("reference_speech_noised", {}).items()]
     lines += [f"| {name} | {right} / {m['questions']} ({right / m['questions']:.1%}) |" for name, right in rows]
     changes = m["own_speech_changes"]
