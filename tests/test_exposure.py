@@ -4,7 +4,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from datasets import load_from_disk
 
 from processing.corpus import build_corpus
@@ -71,16 +70,6 @@ def test_the_entry_point_tallies_its_records(corpus, tmp_path):
                                                   for rate in ("0.0", "1.0")}
     table = out.with_suffix(".md").read_text()
     assert table.startswith("| answer text forced, speech stream |") and "with 100% of its codes random" in table
-
-
-def test_noised_codes_swap_the_asked_share_for_codes():
-    generator = torch.Generator().manual_seed(0)
-    codes = [3] * 20000
-    noised = exposure.noised_codes(codes, 0.25, 8, generator)
-    assert set(noised) <= set(range(8))
-    # A swapped code lands on 3 again one time in 8: 0.25 * 7/8 of them change.
-    assert sum(c != 3 for c in noised) / len(codes) == pytest.approx(0.25 * 7 / 8, abs=0.01)
-    assert exposure.noised_codes(codes, 0.0, 8, generator) == codes
 
 
 def test_a_kind_without_questions_is_refused_naming_the_kinds(corpus, demo):

@@ -4,28 +4,47 @@ import pytest
 import torch
 
 from modeling_omnidrca import OmniDRCAConfig, OmniDRCAForConditionalGeneration
-from modeling_omnidrca.speech_head_srh import swap_random_codes
+from modeling_omnidrca.speech_head_srh import OmniDRCASpeechEmbedding, swap_random_codes
 from modeling_omnidrca.streams import srh_previous_ids
 from omnidrca_tester import OmniDRCAModelTester
 
 
-def test_swap_random_codes_keeps_specials_and_swaps_the_expected_share():
-    num_codes, specials = 32, (32, 33, 34)
-    gen = torch.Generator().manual_seed(0)
-    ids = torch.randint(0, num_codes, (4000, 3, 5), generator=gen)
-    special = torch.rand(ids.shape, generator=gen) < 0.2
-    ids[special] = torch.tensor(specials)[torch.randint(0, 3, (int(special.sum()),), generator=gen)]
+def codes_with_specials(shape, num_codes, gen):
+    ids = torch.randint(0, num_codes, shape, generator=gen)
+    special = torch.rand(shape, generator=gen) < 0.2
+    ids[special] = torch.tensor((num_codes, num_codes + 1, num_codes + 2))[torch.randint(0, 3, (int(special.sum()),), generator=gen)]
+    return ids, special
 
-    out = swap_random_codes(ids, 0.6, num_codes, generator=gen)
+
+def test_swap_random_codes_keeps_specials_and_swaps_the_asked_share():
+    gen = torch.Generator().manual_seed(0)
+    ids, special = codes_with_specials((4000, 3, 5), 32, gen)
+    out = swap_random_codes(ids, 0.25, 32, generator=gen)
     assert torch.equal(out[special], ids[special])  # bos/eos/pad are never touched
-    assert int(out[~special].max()) < num_codes  # codes are swapped for codes, never for specials
-    # A row's rate is uniform in [0, 0.6] (mean 0.3); a swapped code lands on itself 1 time in 32.
-    changed = (out != ids)[~special].float().mean().item()
-    assert changed == pytest.approx(0.3 * 31 / 32, abs=0.015)
-    # The rate is drawn per row: rows differ far more than a shared rate would allow (binomial sd ~0.11).
-    per_row = (out != ids).flatten(1).float().sum(1) / (~special).flatten(1).sum(1).clamp(min=1)
-    assert per_row.std().item() > 0.15
-    assert torch.equal(swap_random_codes(ids, 0.0, num_codes), ids)
+    assert int(out[~special].max()) < 32  # codes are swapped for codes, never for specials
+    # A swapped code lands on itself 1 time in 32.
+    assert (out != ids)[~special].float().mean().item() == pytest.approx(0.25 * 31 / 32, abs=0.01)
+    assert torch.equal(swap_random_codes(ids, 0.0, 32), ids)
+
+
+def test_the_embedding_draws_one_rate_per_row_up_to_the_setting():
+    config = OmniDRCAModelTester(speech_input_noise=0.6).get_config()
+    embed = OmniDRCASpeechEmbedding(config).train()
+    read = []
+    embed.embed_tokens.register_forward_hook(lambda m, args, out: read.append(args[0]))
+    ids, special = codes_with_specials((4000, 3, 5), config.speech_vocab_size, torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    embed(ids)
+    changed = read[0] != ids
+    assert not changed[special].any()
+    # Rates uniform in [0, 0.6] (mean 0.3). A row's share then spreads wider than one shared rate allows: over a
+    # row's ~12 codes a shared 0.3 gives sd 0.13 (binomial), uniform rates about 0.21.
+    assert changed[~special].float().mean().item() == pytest.approx(0.3 * 31 / 32, abs=0.015)
+    per_row = changed.flatten(1).float().sum(1) / (~special).flatten(1).sum(1).clamp(min=1)
+    assert per_row.std().item() > 0.17
+    embed.eval()
+    embed(ids)
+    assert torch.equal(read[1], ids)  # never at evaluation
 
 
 @pytest.mark.parametrize("value", [-0.1, 1.0])

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from modeling_omnidrca.speech_head_srh import swap_random_codes
 from processing.schema import SYSTEM_PROMPTS, to_float
 from processing.synthesis import ASSISTANT_VOICES, assistant_voice, synthesize_all
 
@@ -63,13 +64,6 @@ def forced_right(model, collator: OmniDRCACollator, row: dict, task: str, codes:
     return bool((logits.argmax(-1).cpu()[keep] == labels[keep]).all())
 
 
-def noised_codes(codes: list[int], rate: float, num_codes: int, generator: torch.Generator) -> list[int]:
-    """`codes` with each one swapped for a uniformly random code with probability `rate`."""
-    ids = torch.tensor(codes, dtype=torch.long)
-    swap = torch.rand(ids.shape, generator=generator) < rate
-    return torch.where(swap, torch.randint(0, num_codes, ids.shape, generator=generator), ids).tolist()
-
-
 def exposure(model, processor, dataset, kind: str | None = None, per_task: int | None = None,
              assistant: str = "festival-slt", progress: bool = True, noise_rates: tuple[float, ...] = ()) -> dict:
     """The five conditions for every spoken question row (of `kind`, when given), and the reference speech
@@ -97,9 +91,8 @@ def exposure(model, processor, dataset, kind: str | None = None, per_task: int |
             "reference_speech": forced_right(model, collator, row, "s2s", reference[job]),
             "own_speech": bool(own) and forced_right(model, collator, row, "s2s", own),
             "free_running": is_correct(row["answer_text"], answer.text),
-            "reference_speech_noised": {str(rate): forced_right(
-                model, collator, row, "s2s", noised_codes(reference[job], rate, num_codes, generator))
-                for rate in noise_rates}})
+            "reference_speech_noised": {str(rate): forced_right(model, collator, row, "s2s", swap_random_codes(
+                torch.tensor(reference[job]), rate, num_codes, generator).tolist()) for rate in noise_rates}})
     metrics = {c: sum(r[c] for r in records) for c in CONDITIONS}
     lost = sum(r["reference_speech"] and not r["own_speech"] for r in records)
     gained = sum(r["own_speech"] and not r["reference_speech"] for r in records)

@@ -46,18 +46,19 @@ class OmniDRCASpeechEmbedding(nn.Module):
                 "speech head is 'srh' and reads discrete `speech_ids` only. Drop them."
             )
         if self.training and self.config.speech_input_noise > 0:
-            speech_ids = swap_random_codes(speech_ids, self.config.speech_input_noise, self.config.speech_vocab_size)
+            # One rate per row, uniform up to the setting: every batch mixes clean and badly noised rows.
+            rate = torch.rand(speech_ids.shape[0], 1, 1, device=speech_ids.device) * self.config.speech_input_noise
+            speech_ids = swap_random_codes(speech_ids, rate, self.config.speech_vocab_size)
         embeds = self.embed_tokens(speech_ids)  # (B, L, k, Ds)
         return self.proj(embeds.flatten(-2))  # (B, L, k·Ds) -> (B, L, D)
 
 
-def swap_random_codes(speech_ids: torch.LongTensor, max_rate: float, num_codes: int,
+def swap_random_codes(speech_ids: torch.LongTensor, rate: float | torch.Tensor, num_codes: int,
                       generator: torch.Generator | None = None) -> torch.LongTensor:
-    """(B, L, k) -> (B, L, k): each row swaps a fraction of its codec codes (ids < `num_codes`; specials stay),
-    drawn uniformly in [0, `max_rate`], for uniformly random codes."""
+    """Each codec code of `speech_ids` (ids < `num_codes`; specials stay) swapped for a uniformly random code with
+    probability `rate`: a float, or a tensor that broadcasts against `speech_ids` (one rate per row)."""
     device = speech_ids.device
-    rate = torch.rand(speech_ids.shape[0], *[1] * (speech_ids.dim() - 1), device=device, generator=generator)
-    swap = (torch.rand(speech_ids.shape, device=device, generator=generator) < rate * max_rate) & (speech_ids < num_codes)
+    swap = (torch.rand(speech_ids.shape, device=device, generator=generator) < rate) & (speech_ids < num_codes)
     codes = torch.randint(0, num_codes, speech_ids.shape, device=device, generator=generator)
     return torch.where(swap, codes, speech_ids)
 
