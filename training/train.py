@@ -94,15 +94,12 @@ def load_train_rows(script_args: OmniDRCAScriptArguments, codec, latents: bool):
 def main(script_args: OmniDRCAScriptArguments, training_args: SFTConfig, model_args: ModelConfig) -> dict:
     dtype = model_args.dtype if model_args.dtype in (None, "auto") else getattr(torch, model_args.dtype)
     model = OmniDRCAForConditionalGeneration.from_pretrained(model_args.model_name_or_path, dtype=dtype)
-    if script_args.text_alignment:
-        model.config.text_alignment = script_args.text_alignment
-        model.config.validate_omnidrca()
+    for name in ("text_alignment", "contrastive_weight", "speech_loss_weight", "speech_input_noise"):
+        if getattr(script_args, name) not in (None, ""):
+            setattr(model.config, name, getattr(script_args, name))
+    model.config.validate_omnidrca()  # the recipe's overrides, checked once
     processor = OmniDRCAProcessor.from_pretrained(model_args.model_name_or_path,
                                                   text_alignment=model.config.text_alignment)
-    for name in ("contrastive_weight", "speech_loss_weight", "speech_input_noise"):
-        if getattr(script_args, name) is not None:
-            setattr(model.config, name, getattr(script_args, name))
-    model.config.validate_omnidrca()
     frozen = freeze_modules(model, script_args.freeze_backbone, script_args.freeze_audio_encoder)
 
     with training_args.main_process_first(desc="corpus selection and codec codes"):
