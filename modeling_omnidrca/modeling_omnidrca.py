@@ -45,7 +45,7 @@ from .diffusion_head import OmniDRCADiffusionHead  # noqa: F401  (registers spee
 from .generation_omnidrca import OmniDRCAGenerationMixin
 from .speech_head_srh import OmniDRCASpeechEmbedding, OmniDRCASpeechRefinedHead  # noqa: F401  (registers "srh")
 from .speech_heads import speech_head_class
-from .streams import IGNORE_INDEX
+from .streams import IGNORE_INDEX, gate_speech_ids
 
 
 @dataclass
@@ -339,7 +339,7 @@ class OmniDRCAModel(OmniDRCAPreTrainedModel):
                     f"got {tuple(speech_ids.shape)}. Group the 25 Hz speech stream by k={k} (the config's "
                     "group_size), aligned with `input_ids`."
                 )
-            speech_embeds = self.speech_embed(speech_ids, speech_latents)  # (B, L, D)
+            speech_embeds = self.speech_embed(gate_speech_ids(self.config, input_ids, speech_ids), speech_latents)
             inputs_embeds = inputs_embeds + speech_embeds.to(inputs_embeds.dtype)
 
         outputs = self.language_model(

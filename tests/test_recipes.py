@@ -93,7 +93,7 @@ def test_smollm2_configs_chain_and_train_the_added_rows_without_decay():
               ("smollm2_stage5.yaml", "runs/smollm2-stage4-r64"), ("smollm2_stage6.yaml", "runs/smollm2-stage5-r64"),
               ("smollm2_stage7.yaml", "runs/smollm2-stage6-r64"), ("smollm2_stage8.yaml", "runs/smollm2-stage7-r64"),
               ("smollm2_stage9.yaml", "runs/smollm2-stage8-r64"), ("smollm2_stage10.yaml", "runs/smollm2-stage9-r64"),
-              ("smollm2_stage11.yaml", "runs/smollm2-stage10-r64"))
+              ("smollm2_stage11.yaml", "runs/smollm2-stage10-r64"), ("smollm2_stage12.yaml", "runs/smollm2-stage10-r64"))
     for stage, start in stages:
         script, args, model = parse(stage)
         assert model.model_name_or_path == start and script.freeze_backbone and model.use_peft
@@ -110,11 +110,13 @@ def test_smollm2_configs_chain_and_train_the_added_rows_without_decay():
     typed = parse("smollm2_stage8.yaml")[0]  # the same two, and the typed arithmetic drill
     assert typed.dataset_path == "data/corpus-smollm2-s5"  # the evaluation split comes from the first
     assert typed.mix_dataset_paths == ["data/corpus-smollm2-typed", "data/corpus-smollm2-drill"]
-    assert all(parse(f"smollm2_stage{n}.yaml")[0].text_alignment is None for n in range(1, 12))
+    assert all(parse(f"smollm2_stage{n}.yaml")[0].text_alignment is None for n in range(1, 13))
     # Stage 10 starts noising the speech the backbone reads; the model config's default (0) stays before it.
-    assert [parse(f"smollm2_stage{n}.yaml")[0].speech_input_noise for n in range(1, 12)] == [None] * 9 + [0.4, 0.4]
-    # Only stage 11 lengthens the speech delay (to the longest arithmetic answer, 8 tokens, plus <abos>/<aeos>).
-    assert [parse(f"smollm2_stage{n}.yaml")[0].speech_delay for n in range(1, 12)] == [None] * 10 + [10]
+    assert [parse(f"smollm2_stage{n}.yaml")[0].speech_input_noise for n in range(1, 13)] == [None] * 9 + [0.4] * 3
+    # The two experiments from stage 10: stage 11 lengthens the speech delay (to the longest arithmetic answer, 8
+    # tokens, plus <abos>/<aeos>), stage 12 keeps it and reads speech only once the text pads.
+    assert [parse(f"smollm2_stage{n}.yaml")[0].speech_delay for n in range(1, 13)] == [None] * 10 + [10, None]
+    assert [parse(f"smollm2_stage{n}.yaml")[0].speech_read for n in range(1, 13)] == [None] * 11 + ["after_text"]
     assert parse("smollm2_stage10.yaml")[0].mix_dataset_paths[0] == "data/corpus-smollm2-s4"  # transcription rows
     spread, args, model = parse("smollm2_spread.yaml")  # the layout experiment: stage 5 with spread text
     assert spread.text_alignment == "spread" and model.model_name_or_path == "runs/smollm2-stage4-r64"
@@ -211,19 +213,20 @@ def test_a_lora_run_that_switches_the_layout_saves_and_merges_it(corpus, tmp_pat
     run, merged = tmp_path / "run", tmp_path / "merged"
     script, args, model_args = lm_recipe.make_parser().parse_args_and_config([
         "--config", str(CONFIGS / "tiny_smoke.yaml"), "--dataset_path", str(corpus), "--output_dir", str(run),
-        "--text_alignment", "spread", "--speech_delay", "3", "--use_peft", "true", "--lora_r", "2", "--tasks", "t2s",
+        "--text_alignment", "spread", "--speech_delay", "3", "--speech_read", "after_text", "--use_peft", "true", "--lora_r", "2", "--tasks", "t2s",
         "--max_steps", "2",
         "--eval_strategy", "no", "--save_strategy", "no", "--report_to", "none",
     ])
     lm_recipe.main(script, args, model_args)
     assert OmniDRCAProcessor.from_pretrained(run).stream_layout.spreads_text
+    assert OmniDRCAProcessor.from_pretrained(run).stream_layout.speech_read == "after_text"
     assert OmniDRCAProcessor.from_pretrained(run).speech_delay == 3
     merge_main(["--run", str(run), "--base", str(TINY), "--output", str(merged)])
     config, processor = OmniDRCAConfig.from_pretrained(merged), OmniDRCAProcessor.from_pretrained(merged)
-    assert (config.text_alignment, config.speech_delay) == ("spread", 3)
-    assert (processor.text_alignment, processor.speech_delay) == ("spread", 3)
+    assert (config.text_alignment, config.speech_delay, config.speech_read) == ("spread", 3, "after_text")
+    assert (processor.text_alignment, processor.speech_delay, processor.speech_read) == ("spread", 3, "after_text")
     base = OmniDRCAConfig.from_pretrained(TINY)
-    assert (base.text_alignment, base.speech_delay) == ("leading", 2)  # the base is untouched
+    assert (base.text_alignment, base.speech_delay, base.speech_read) == ("leading", 2, "always")  # untouched
 
 
 def test_freeze_modules_names_what_it_froze():

@@ -41,11 +41,12 @@ def main(argv: list[str] | None = None) -> None:
     model = merge_run(args.run, args.base)
     model.config.name_or_path = f"{args.base} + {args.run} (merged)"
     # The run's processor (the trainer saves it with the run and each checkpoint) carries a layout the run may
-    # have switched (`train.py --text_alignment / --speech_delay`); the base's is the fallback.
+    # have switched (`train.py --text_alignment / --speech_delay / --speech_read`); the base's is the fallback.
     trained = Path(args.run) / "processor_config.json"
     processor = OmniDRCAProcessor.from_pretrained(args.run if trained.is_file() else args.base)
     model.config.text_alignment = processor.text_alignment
     model.config.speech_delay = processor.speech_delay
+    model.config.speech_read = processor.speech_read
     processor.check_model_compatibility(model.config)
     model.save_pretrained(args.output)
     processor.save_pretrained(args.output)

@@ -69,6 +69,12 @@ class OmniDRCAScriptArguments:
                           "a delay as long as short answers lets their text finish before the backbone reads speech. "
                           "The model and processor saved after training carry it."},
     )
+    speech_read: str | None = field(
+        default=None,
+        metadata={"help": "Switch where the backbone reads speech before training ('always', or 'after_text': only "
+                          "where the text stream pads, so a leading answer's text never sits beside speech). The "
+                          "model and processor saved after training carry it."},
+    )
     trainable_token_start: int | None = field(
         default=None,
         metadata={"help": "With a frozen backbone: the token embedding rows from this id on still train (the "
@@ -100,12 +106,12 @@ def load_train_rows(script_args: OmniDRCAScriptArguments, codec, latents: bool):
 def main(script_args: OmniDRCAScriptArguments, training_args: SFTConfig, model_args: ModelConfig) -> dict:
     dtype = model_args.dtype if model_args.dtype in (None, "auto") else getattr(torch, model_args.dtype)
     model = OmniDRCAForConditionalGeneration.from_pretrained(model_args.model_name_or_path, dtype=dtype)
-    for name in ("text_alignment", "speech_delay", "contrastive_weight", "speech_loss_weight", "speech_input_noise"):
+    for name in ("text_alignment", "speech_delay", "speech_read", "contrastive_weight", "speech_loss_weight", "speech_input_noise"):
         if getattr(script_args, name) not in (None, ""):
             setattr(model.config, name, getattr(script_args, name))
     model.config.validate_omnidrca()  # the recipe's overrides, checked once
-    processor = OmniDRCAProcessor.from_pretrained(model_args.model_name_or_path, speech_delay=model.config.speech_delay,
-                                                  text_alignment=model.config.text_alignment)
+    layout = {name: getattr(model.config, name) for name in ("speech_delay", "text_alignment", "speech_read")}
+    processor = OmniDRCAProcessor.from_pretrained(model_args.model_name_or_path, **layout)
     frozen = freeze_modules(model, script_args.freeze_backbone, script_args.freeze_audio_encoder)
 
     with training_args.main_process_first(desc="corpus selection and codec codes"):

@@ -13,7 +13,7 @@ from transformers.configuration_utils import SubConfigSpec
 
 from .configuration_codec_omnidrca import OmniDRCASpeechCodecConfig
 from .speech_heads import known_speech_head_types
-from .streams import StreamLayout, check_text_alignment, speech_special_ids
+from .streams import StreamLayout, check_speech_read, check_text_alignment, speech_special_ids
 
 ODE_SOLVERS = ("euler", "heun")
 TIME_SAMPLINGS = ("uniform", "logit_normal")
@@ -167,6 +167,12 @@ class OmniDRCAConfig(PreTrainedConfig):
             first, then pads while the speech runs; `"spread"` spreads them over the speech (`text_pad` between
             them, learned), so the text step beside a late speech group is the word being said. Text-only
             answers are leading either way (`streams.build_assistant_streams`).
+        speech_read (`str`, *optional*, defaults to `"always"`):
+            Where the backbone reads the speech stream. `"always"` (the paper's layout) adds every position's
+            speech group to its text embedding. `"after_text"` adds it only where the text input is
+            `text_pad_token_id`: with leading text, once the answer's text has ended, so the text is chosen from
+            the question and its own tokens, never beside speech (`streams.gate_speech_ids`). The SRH still
+            reads every code it made. Codes only (`speech_head_type="srh"`).
         projector_hidden_act (`str`, *optional*, defaults to `"gelu"`):
             Activation of the MLP that maps a group of k encoder frames to one LLM embedding.
         speech_loss_weight (`float`, *optional*, defaults to 1.0):
@@ -270,6 +276,7 @@ class OmniDRCAConfig(PreTrainedConfig):
     assistant_eos_token_id: int | None = None
     text_pad_token_id: int | None = None
     text_alignment: str = "leading"
+    speech_read: str = "always"
     projector_hidden_act: str = "gelu"
     speech_loss_weight: float | int = 1.0
     contrastive_weight: float | int = 0.1
@@ -308,6 +315,11 @@ class OmniDRCAConfig(PreTrainedConfig):
         if not isinstance(self.speech_delay, int) or self.speech_delay < 0:
             raise ValueError(f"`speech_delay` must be an int >= 0 (in groups), got {self.speech_delay!r}.")
         check_text_alignment(self.text_alignment)
+        check_speech_read(self.speech_read)
+        if self.speech_read != "always" and (self.speech_head_type == "diffusion" or self.text_pad_token_id is None):
+            raise ValueError(f"`speech_read={self.speech_read!r}` swaps speech codes for `[pad]` where the text input is "
+                             f"`text_pad_token_id` ({self.text_pad_token_id}): it needs that id and the SRH's discrete "
+                             f"codes (speech_head_type={self.speech_head_type!r}). Use speech_read='always'.")
         if self.speech_vocab_size < 2:
             raise ValueError(f"`speech_vocab_size` must be >= 2 codec codes, got {self.speech_vocab_size}.")
         if self.speech_head_type not in known_speech_head_types():

@@ -75,6 +75,7 @@ class OmniDRCAProcessor(ProcessorMixin):
         speech_bos_token_id / speech_eos_token_id / speech_pad_token_id (`int`, *optional*): as in the config.
         default_system_prompt (`str`): the system turn the template adds when a conversation has none.
         text_alignment (`str`, defaults to `"leading"`): the model's `text_alignment` ("leading" or "spread").
+        speech_read (`str`, defaults to `"always"`): the model's `speech_read` ("always" or "after_text").
     """
 
     # Call-time defaults, the lowest-priority layer of `ProcessorMixin._merge_kwargs`: the tokenizer's own init
@@ -97,6 +98,7 @@ class OmniDRCAProcessor(ProcessorMixin):
         speech_pad_token_id: int | None = None,
         default_system_prompt: str = DEFAULT_SYSTEM_PROMPT,
         text_alignment: str = "leading",
+        speech_read: str = "always",
     ):
         self.group_size = group_size
         self.speech_delay = speech_delay
@@ -106,6 +108,7 @@ class OmniDRCAProcessor(ProcessorMixin):
         )
         self.default_system_prompt = default_system_prompt
         self.text_alignment = text_alignment
+        self.speech_read = speech_read
         for name, token in STREAM_SPECIAL_TOKENS.items():
             setattr(self, name, token)
         super().__init__(feature_extractor, tokenizer, chat_template=chat_template or DEFAULT_CHAT_TEMPLATE)
@@ -129,6 +132,7 @@ class OmniDRCAProcessor(ProcessorMixin):
             speech_eos_token_id=self.speech_eos_token_id,
             speech_pad_token_id=self.speech_pad_token_id,
             text_alignment=text_alignment,
+            speech_read=speech_read,
             **token_ids,
         )
 

@@ -35,6 +35,7 @@ import torch
 
 from .generation_outputs import OmniDRCAGenerateOutput, StepRecorder
 from .generation_settings import GenerationSettings, PromptBatch, StreamStep, _left_pad, choose_tokens, merge_caches
+from .streams import gate_speech_ids
 
 ExtraEmbeds = torch.Tensor | dict[int, torch.Tensor] | None  # (B, D), or {row: (D,)}
 
@@ -302,7 +303,7 @@ class GenerationSession:
         self.attention_mask = torch.cat([self.attention_mask, self.attention_mask.new_ones(batch, 1)], dim=1)
         speech = {}
         if self.speech_mode:
-            speech["speech_ids"] = group[:, None]  # (B, 1, k)
+            speech["speech_ids"] = gate_speech_ids(model.config, text[:, None], group[:, None])  # (B, 1, k)
             if self.continuous:
                 speech["speech_latents"] = latents[:, None]  # (B, 1, k, d)
         if opts.use_cache:
@@ -330,7 +331,9 @@ class GenerationSession:
         speech = {}
         if self.speech_mode:
             prompt_groups = torch.full((batch, prompt_length, k), self.s_pad, dtype=torch.long, device=self.device)
-            speech["speech_ids"] = torch.cat([prompt_groups, self.speech_history.view(batch, rows, k)], dim=1)
+            answer_groups = gate_speech_ids(model.config, self.text_history[:, -rows:],
+                                            self.speech_history.view(batch, rows, k))  # (B, rows, k)
+            speech["speech_ids"] = torch.cat([prompt_groups, answer_groups], dim=1)
             if self.continuous:
                 latents = self.latent_history.view(batch, rows, k, -1)  # (B, rows, k, d)
                 speech["speech_latents"] = torch.cat([latents.new_zeros(batch, prompt_length, *latents.shape[2:]),

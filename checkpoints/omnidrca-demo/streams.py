@@ -49,6 +49,7 @@ class StreamLayout:
     text_pad_token_id: int | None = None  # the text stream after `<aeos>` while speech still runs
     audio_token_id: int | None = None  # `<|AUDIO|>`: a slot of user audio in the prompt
     text_alignment: str = "leading"  # or "spread": a spoken answer's tokens beside the speech that says them
+    speech_read: str = "always"  # or "after_text": the backbone reads a speech group only where the text pads
 
     @classmethod
     def from_config(cls, config: Any) -> StreamLayout:
@@ -60,12 +61,15 @@ class StreamLayout:
 
     @classmethod
     def from_fields(cls, config: Any) -> StreamLayout:
-        """Read the layout's fields by name (missing ones are None; a missing alignment is "leading")."""
+        """Read the layout's fields by name (missing ones are None; a missing alignment is "leading", a missing
+        speech read "always")."""
         values = {f.name: getattr(config, f.name, None) for f in fields(cls)}
-        return cls(**{**values, "text_alignment": values["text_alignment"] or "leading"})
+        return cls(**{**values, "text_alignment": values["text_alignment"] or "leading",
+                      "speech_read": values["speech_read"] or "always"})
 
     def __post_init__(self):
         check_text_alignment(self.text_alignment)
+        check_speech_read(self.speech_read)
 
     @property
     def text_never_sampled(self) -> list[int]:
@@ -273,4 +277,25 @@ def srh_previous_ids(speech_ids: torch.LongTensor) -> torch.LongTensor:
     return torch.cat([speech_ids[:, :-1, -1:], speech_ids[:, 1:, :-1]], dim=-1)  # (B, L-1, k)
 
 
-__all__ = ["IGNORE_INDEX", "TEXT_ALIGNMENTS", "AssistantStreams", "StreamLayout", "build_assistant_streams", "num_audio_groups", "speech_special_ids", "srh_previous_ids"]
+SPEECH_READS = ("always", "after_text")
+
+
+def check_speech_read(value: Any) -> None:
+    if value not in SPEECH_READS:
+        raise ValueError(f"`speech_read` must be one of {SPEECH_READS}, got {value!r}. 'always' adds every speech "
+                         "group to its position's input; 'after_text' only where the text input is `text_pad`.")
+
+
+def gate_speech_ids(config: Any, text_ids: torch.LongTensor | None, speech_ids: torch.LongTensor) -> torch.LongTensor:
+    """The speech groups the backbone reads: with `config.speech_read == "after_text"`, each group whose text input
+    (same position) is not `text_pad` becomes a `[pad]` group, which embeds to zero; so a leading answer's text is
+    chosen before any speech is read. `text_ids` (B, L) and `speech_ids` (B, L, k); the SRH keeps the clean codes.
+    With `text_ids=None` (a caller that passes `inputs_embeds`) the caller gates, as the generation session does."""
+    if getattr(config, "speech_read", "always") == "always" or text_ids is None:
+        return speech_ids
+    reads = (text_ids == config.text_pad_token_id).unsqueeze(-1)  # (B, L, 1)
+    return torch.where(reads, speech_ids, torch.full_like(speech_ids, config.speech_pad_token_id))
+
+
+__all__ = ["IGNORE_INDEX", "SPEECH_READS", "TEXT_ALIGNMENTS", "AssistantStreams", "StreamLayout", "build_assistant_streams",
+           "check_speech_read", "gate_speech_ids", "num_audio_groups", "speech_special_ids", "srh_previous_ids"]
