@@ -104,3 +104,16 @@ def test_the_uncached_session_gates_as_the_cached_one():
     runs = [model.generate(**batch, generation_mode="audio", max_new_tokens=9, use_cache=use_cache,
                            **controls(config, text_end_row=3)) for use_cache in (True, False)]
     assert torch.equal(runs[0].sequences, runs[1].sequences) and torch.equal(runs[0].speech_ids, runs[1].speech_ids)
+
+
+def test_a_session_stepped_with_extra_embeddings_gates_too():
+    """Full duplex feeds `inputs_embeds` (text + the user's audio), so the session gates the group itself."""
+    _, config, model = tiny("after_text", seed=1)
+    batch = prompts(config, (300, 175))
+    kw = dict(generation_mode="audio", max_new_tokens=9, **controls(config, text_end_row=3))
+    want = model.generate(**batch, **kw)
+    session = model.start_session(**batch, **kw)
+    while not session.finished:
+        session.step(extra_embeds=torch.zeros(2, config.text_config.hidden_size))
+    got = session.finish()
+    assert torch.equal(got.sequences, want.sequences) and torch.equal(got.speech_ids, want.speech_ids)
