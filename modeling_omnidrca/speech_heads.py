@@ -11,6 +11,9 @@ A speech head is one unit (one file) that owns everything that differs between w
    .start_generation(model, settings, device) -> state                  per-generation state, whose
         state.next_group(hidden, speech_history, latent_history, active) -> SpeechGroup   makes the next group
         state.decode(speech_ids, speech_latents, lengths) -> (waveform, lengths)          and its audio
+   .reads_text (optional, False)     True: `loss` also gets text_ids= (B, L) and text_embed= (the model's token
+                                     embedding), and a state with `reads_text` True gets text_history= (B, H) and
+                                     start= (B,) in `next_group` (the SRH's speech tracker reads the answer's text)
 ```
 
 The model and the generation session look the head up once (`speech_head_class`); nothing else branches on

@@ -94,6 +94,10 @@ def test_smollm2_configs_chain_and_train_the_added_rows_without_decay():
               ("smollm2_stage7.yaml", "runs/smollm2-stage6-r64"), ("smollm2_stage8.yaml", "runs/smollm2-stage7-r64"),
               ("smollm2_stage9.yaml", "runs/smollm2-stage8-r64"), ("smollm2_stage10.yaml", "runs/smollm2-stage9-r64"),
               ("smollm2_stage11.yaml", "runs/smollm2-stage10-r64"), ("smollm2_stage12.yaml", "runs/smollm2-stage10-r64"))
+    tracker, args, model = parse("smollm2_stage13.yaml")  # stage 12's backbone as it is; only the speech head trains
+    assert model.model_name_or_path == "runs/smollm2-stage12-r64" and not model.use_peft
+    assert tracker.speech_tracker_layers == 6 and tracker.trainable_modules == ["speech_head"]
+    assert set(tracker.tasks) == {"s2s", "t2s", "repeat"}  # the rows with speech targets
     for stage, start in stages:
         script, args, model = parse(stage)
         assert model.model_name_or_path == start and script.freeze_backbone and model.use_peft
@@ -227,6 +231,31 @@ def test_a_lora_run_that_switches_the_layout_saves_and_merges_it(corpus, tmp_pat
     assert (processor.text_alignment, processor.speech_delay, processor.speech_read) == ("spread", 3, "after_text")
     base = OmniDRCAConfig.from_pretrained(TINY)
     assert (base.text_alignment, base.speech_delay, base.speech_read) == ("leading", 2, "always")  # untouched
+
+
+def test_a_run_that_adds_a_tracker_trains_only_the_speech_head(corpus, tmp_path):
+    from training.sft import train_only
+
+    run = tmp_path / "run"
+    script, args, model_args = lm_recipe.make_parser().parse_args_and_config([
+        "--config", str(CONFIGS / "tiny_smoke.yaml"), "--dataset_path", str(corpus), "--output_dir", str(run),
+        "--speech_read", "after_text", "--speech_tracker_layers", "1", "--trainable_modules", "speech_head",
+        "--tasks", "t2s", "--max_steps", "2", "--eval_strategy", "no", "--save_strategy", "no", "--report_to", "none",
+    ])
+    lm_recipe.main(script, args, model_args)
+    base = OmniDRCAForConditionalGeneration.from_pretrained(TINY).state_dict()
+    trained = OmniDRCAForConditionalGeneration.from_pretrained(run)
+    assert trained.config.speech_tracker_layers == 1
+    state = trained.state_dict()
+    changed = {name for name in base if not torch.equal(base[name], state[name])}
+    assert changed and all(name.startswith("speech_head.") for name in changed)
+    assert any(name.startswith("speech_head.tracker.") for name in state)
+    assert state["speech_head.tracker.out_proj.weight"].abs().sum() > 0  # it started at zero and trained
+    with pytest.raises(ValueError, match="names no parameter"):
+        train_only(trained, ["speech_heads"])
+    model_args.use_peft = True
+    with pytest.raises(ValueError, match="does not combine with use_peft"):
+        lm_recipe.main(script, args, model_args)
 
 
 def test_freeze_modules_names_what_it_froze():

@@ -209,6 +209,23 @@ def freeze_modules(model, backbone: bool = False, audio_encoder: bool = False) -
     return list(frozen)
 
 
+def train_only(model, prefixes: list[str]) -> list[str]:
+    """Freeze every parameter whose name does not start with one of `prefixes`; returns the frozen names' top-level
+    parts. A prefix that matches nothing is an error (a typo would otherwise train nothing)."""
+    names = [name for name, _ in model.named_parameters()]
+    for prefix in prefixes:
+        if not any(name.startswith(prefix) for name in names):
+            tops = sorted({name.split(".")[0] for name in names})
+            raise ValueError(f"`trainable_modules` entry {prefix!r} names no parameter; expected a prefix of the "
+                             f"model's parameter names, such as {tops}.")
+    frozen = set()
+    for name, param in model.named_parameters():
+        param.requires_grad_(any(name.startswith(prefix) for prefix in prefixes))
+        if not param.requires_grad:
+            frozen.add(name.split(".")[0])
+    return sorted(frozen)
+
+
 def build_trainer(model, processor, train_dataset, args: SFTConfig, eval_dataset=None, peft_config=None,
                   callbacks=None) -> OmniDRCASFTTrainer:
     """The project's trainer: TRL `SFTTrainer` + the stream collator + the full loss (+ LoRA via `peft_config`)."""
@@ -234,6 +251,7 @@ __all__ = [
     "OmniDRCASFTTrainer",
     "build_trainer",
     "freeze_modules",
+    "train_only",
     "prepare_dataset",
     "row_to_example",
     "sft_config",

@@ -26,10 +26,11 @@ from datasets import concatenate_datasets, load_from_disk
 from trl import ModelConfig, SFTConfig, TrlParser, get_peft_config
 
 from modeling_omnidrca import OmniDRCAForConditionalGeneration, OmniDRCAProcessor
+from modeling_omnidrca.speech_tracker import attach_speech_tracker
 
 from .checkpoints import resolve_resume
 from .curves import TrainingCurvesCallback
-from .sft import build_trainer, freeze_modules, prepare_dataset, sft_defaults
+from .sft import build_trainer, freeze_modules, prepare_dataset, sft_defaults, train_only
 from .token_rows import TokenRowsCallback, load_token_rows, save_token_rows, train_token_rows
 
 # The backbone's attention and MLP projections; not the SRH's or the Whisper encoder's (same layer names).
@@ -75,6 +76,16 @@ class OmniDRCAScriptArguments:
                           "where the text stream pads, so a leading answer's text never sits beside speech). The "
                           "model and processor saved after training carry it."},
     )
+    speech_tracker_layers: int | None = field(
+        default=None,
+        metadata={"help": "Give the SRH a fresh speech tracker of this many layers before training "
+                          "(modeling_omnidrca/speech_tracker.py); it starts silent. The saved model carries it."},
+    )
+    trainable_modules: list[str] | None = field(
+        default=None,
+        metadata={"help": "Train only the parameters under these name prefixes (e.g. `speech_head`); every other "
+                          "parameter is frozen. Full fine-tuning of those parts, not with use_peft."},
+    )
     trainable_token_start: int | None = field(
         default=None,
         metadata={"help": "With a frozen backbone: the token embedding rows from this id on still train (the "
@@ -112,7 +123,14 @@ def main(script_args: OmniDRCAScriptArguments, training_args: SFTConfig, model_a
     model.config.validate_omnidrca()  # the recipe's overrides, checked once
     layout = {name: getattr(model.config, name) for name in ("speech_delay", "text_alignment", "speech_read")}
     processor = OmniDRCAProcessor.from_pretrained(model_args.model_name_or_path, **layout)
+    if script_args.speech_tracker_layers:
+        attach_speech_tracker(model, script_args.speech_tracker_layers)
     frozen = freeze_modules(model, script_args.freeze_backbone, script_args.freeze_audio_encoder)
+    if script_args.trainable_modules:
+        if model_args.use_peft:
+            raise ValueError("`trainable_modules` trains those parts in full; it does not combine with use_peft. "
+                             "Drop one of them.")
+        frozen = train_only(model, script_args.trainable_modules)
 
     with training_args.main_process_first(desc="corpus selection and codec codes"):
         latents = model.config.speech_head_type == "diffusion"  # its speech stream is continuous

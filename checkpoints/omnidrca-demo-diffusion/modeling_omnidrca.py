@@ -488,7 +488,9 @@ class OmniDRCAForConditionalGeneration(OmniDRCAPreTrainedModel, OmniDRCAGenerati
             text_loss = self._text_loss(full_logits, labels)
         head_loss = None
         if speech_labels is not None:
-            head_loss = self.speech_head.loss(hidden, speech_ids, speech_labels, speech_latents, self.model.speech_embed)
+            text = dict(text_ids=input_ids, text_embed=self.get_input_embeddings())  # a head that `reads_text`
+            head_loss = self.speech_head.loss(hidden, speech_ids, speech_labels, speech_latents, self.model.speech_embed,
+                                              **(text if getattr(self.speech_head, "reads_text", False) else {}))
             speech_loss, speech_logits, stop_loss = head_loss.loss, head_loss.logits, head_loss.stop_loss
         if transcript_ids is not None:
             contrastive_loss = self._contrastive_loss(

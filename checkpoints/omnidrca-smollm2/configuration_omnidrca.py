@@ -173,6 +173,10 @@ class OmniDRCAConfig(PreTrainedConfig):
             `text_pad_token_id`: with leading text, once the answer's text has ended, so the text is chosen from
             the question and its own tokens, never beside speech (`streams.gate_speech_ids`). The SRH still
             reads every code it made. Codes only (`speech_head_type="srh"`).
+        speech_tracker_layers (`int`, *optional*, defaults to 0):
+            Layers of the SRH's speech tracker (`speech_tracker.py`), a small causal transformer of the SRH's width
+            over the answer's (text token, speech group) rows that tells the SRH where the speech has got to; it
+            pairs with `speech_read="after_text"`, where the backbone no longer knows. 0: no tracker (SRH only).
         projector_hidden_act (`str`, *optional*, defaults to `"gelu"`):
             Activation of the MLP that maps a group of k encoder frames to one LLM embedding.
         speech_loss_weight (`float`, *optional*, defaults to 1.0):
@@ -277,6 +281,7 @@ class OmniDRCAConfig(PreTrainedConfig):
     text_pad_token_id: int | None = None
     text_alignment: str = "leading"
     speech_read: str = "always"
+    speech_tracker_layers: int = 0
     projector_hidden_act: str = "gelu"
     speech_loss_weight: float | int = 1.0
     contrastive_weight: float | int = 0.1
@@ -320,6 +325,12 @@ class OmniDRCAConfig(PreTrainedConfig):
             raise ValueError(f"`speech_read={self.speech_read!r}` swaps speech codes for `[pad]` where the text input is "
                              f"`text_pad_token_id` ({self.text_pad_token_id}): it needs that id and the SRH's discrete "
                              f"codes (speech_head_type={self.speech_head_type!r}). Use speech_read='always'.")
+        if not isinstance(self.speech_tracker_layers, int) or self.speech_tracker_layers < 0:
+            raise ValueError(f"`speech_tracker_layers` must be an int >= 0, got {self.speech_tracker_layers!r}; 0 has no tracker.")
+        if self.speech_tracker_layers and (self.speech_head_type != "srh" or self.assistant_bos_token_id is None):
+            raise ValueError(f"`speech_tracker_layers={self.speech_tracker_layers}` adds a tracker to the SRH, which "
+                             f"finds each answer by `assistant_bos_token_id` ({self.assistant_bos_token_id}): it needs "
+                             f"speech_head_type='srh' (got {self.speech_head_type!r}) and that id. Set it to 0.")
         if self.speech_vocab_size < 2:
             raise ValueError(f"`speech_vocab_size` must be >= 2 codec codes, got {self.speech_vocab_size}.")
         if self.speech_head_type not in known_speech_head_types():

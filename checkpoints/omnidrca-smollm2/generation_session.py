@@ -270,7 +270,10 @@ class GenerationSession:
         waiting = self.steps < self.delay  # the delay's `[bos]` groups
         active = ~self.speech_done & ~waiting
         latent_history = self.latent_history if self.continuous else None
-        group, latents, logits = self.head_state.next_group(self.hidden, self.speech_history, latent_history, active)
+        reads_text = getattr(self.head_state, "reads_text", False)  # the SRH's tracker reads the answer's text
+        text = dict(text_history=self.text_history, start=self.start) if reads_text else {}
+        group, latents, logits = self.head_state.next_group(self.hidden, self.speech_history, latent_history, active,
+                                                            **text)
         if logits is not None:
             self.speech_logits.append(logits)  # (B, k, Vs)
         group = group.masked_fill(waiting[:, None], self.s_bos)  # (B, k)
