@@ -251,6 +251,13 @@ def test_a_run_that_adds_a_tracker_trains_only_the_speech_head(corpus, tmp_path)
     assert changed and all(name.startswith("speech_head.") for name in changed)
     assert any(name.startswith("speech_head.tracker.") for name in state)
     assert state["speech_head.tracker.out_proj.weight"].abs().sum() > 0  # it started at zero and trained
+    from training.merge_run import main as merge_main
+
+    merge_main(["--run", str(run), "--base", str(TINY), "--output", str(tmp_path / "plain")])  # a full run: copied
+    plain = OmniDRCAForConditionalGeneration.from_pretrained(tmp_path / "plain")
+    assert (plain.config.speech_tracker_layers, plain.config.speech_read) == (1, "after_text")
+    assert all(torch.equal(value, plain.state_dict()[name]) for name, value in state.items())
+    assert not (tmp_path / "plain" / "train_results.json").exists()
     with pytest.raises(ValueError, match="names no parameter"):
         train_only(trained, ["speech_heads"])
     model_args.use_peft = True

@@ -1,5 +1,8 @@
 """A LoRA training run (or one of its checkpoints) -> one plain OmniDRCA folder, adapter merged in.
 
+A run that trained parts in full (`trainable_modules`) already holds the whole model: it is copied out without
+its checkpoints and logs, with the run's processor, so every run packages the same way.
+
     python -m training.merge_run --run runs/smollm2-sft --base runs/smollm2-init --output runs/smollm2-merged
     python -m training.merge_run --run runs/smollm2-sft/checkpoint-600 --base runs/smollm2-init --output /tmp/m
 
@@ -36,9 +39,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--base", required=True, help="the model the run started from (its model_name_or_path)")
     parser.add_argument("--output", required=True)
     args = parser.parse_args(argv)
-    if not (Path(args.run) / "adapter_config.json").is_file():
-        raise SystemExit(f"{args.run} has no adapter_config.json: expected a LoRA run folder or checkpoint.")
-    model = merge_run(args.run, args.base)
+    run = Path(args.run)
+    if (run / "adapter_config.json").is_file():
+        model = merge_run(run, args.base)
+    elif (run / "config.json").is_file() and any(run.glob("model*.safetensors")):
+        model = OmniDRCAForConditionalGeneration.from_pretrained(run, dtype=torch.float32).eval()
+    else:
+        raise SystemExit(f"{args.run} has neither adapter_config.json nor model weights: expected a training run "
+                         "folder or one of its checkpoints.")
     model.config.name_or_path = f"{args.base} + {args.run} (merged)"
     # The run's processor (the trainer saves it with the run and each checkpoint) carries a layout the run may
     # have switched (`train.py --text_alignment / --speech_delay / --speech_read`); the base's is the fallback.
