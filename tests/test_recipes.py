@@ -98,6 +98,13 @@ def test_smollm2_configs_chain_and_train_the_added_rows_without_decay():
     assert model.model_name_or_path == "runs/smollm2-stage12-r64" and not model.use_peft
     assert tracker.speech_tracker_layers == 6 and tracker.trainable_modules == ["speech_head"]
     assert set(tracker.tasks) == {"s2s", "t2s", "repeat"}  # the rows with speech targets
+    # Stage 14: the same on stage 10's backbone, switched to after_text; 14b goes on from it cut to rank 54.
+    tracker, args, model = parse("smollm2_stage14.yaml")
+    assert model.model_name_or_path == "runs/smollm2-stage10-r64" and tracker.speech_read == "after_text"
+    assert tracker.speech_tracker_layers == 6 and tracker.trainable_modules == ["speech_head"] and not model.use_peft
+    more, args, model = parse("smollm2_stage14b.yaml")
+    assert model.model_name_or_path == "runs/smollm2-stage14-r54" and not more.speech_tracker_layers  # it has one
+    assert more.mix_dataset_paths == ["data/corpus-smollm2-drill14"] and more.trainable_modules == ["speech_head"]
     for stage, start in stages:
         script, args, model = parse(stage)
         assert model.model_name_or_path == start and script.freeze_backbone and model.use_peft

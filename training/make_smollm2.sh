@@ -68,16 +68,32 @@ for stage in 4 5 6 7 8 9 10; do
   [ -f $run-r64/model.safetensors ] || python -m training.compact_run --model $run-merged --rank 64 --output $run-r64
   base=$run-r64
 done
+# Stage 14: speech read only once the text has ended (`speech_read: after_text`), so a text-and-speech answer's
+# text is its text-mode answer, and a speech tracker that tells the SRH where the speech has got to; only the
+# speech head trains. The tracker's 5 MB would take the folder over 60 MB at rank 64: the backbone keeps rank 54.
+# Stage 14b trains the speech head on more fact answers (a new s2s drill).
+run=runs/smollm2-stage14
+[ -f $run/train_results.json ] || python -m training.train --config training/configs/smollm2_stage14.yaml
+[ -f $run-merged/model.safetensors ] || python -m training.merge_run --run $run --base $base --output $run-merged
+[ -f $run-r54/model.safetensors ] || python -m training.compact_run --model $run-merged --rank 54 --output $run-r54
+[ -f data/corpus-smollm2-drill14/corpus_info.json ] || python -m processing.build_corpus \
+  --output data/corpus-smollm2-drill14 --train 2000 --validation 0 --test 0 --tasks s2s --user-voices all \
+  --augment-fraction 0.5 --max-operand 20 --assistant-voice festival-slt --workers 2 --seed 16
+run=runs/smollm2-stage14b
+[ -f $run/train_results.json ] || python -m training.train --config training/configs/smollm2_stage14b.yaml
+[ -f $run-merged/model.safetensors ] || python -m training.merge_run --run $run --base runs/smollm2-stage14-r54 \
+  --output $run-merged
 # Package (float16 parts; the pretrained weights named, not stored), evaluate the packaged checkpoint as users
 # load it, then package again with the measured tables in its card.
-package() { python -m training.package_smollm2 --model runs/smollm2-stage10-r64 --curves runs/smollm2-stage10 \
+package() { python -m training.package_smollm2 --model runs/smollm2-stage14b-merged --curves runs/smollm2-stage14b \
   --output checkpoints/omnidrca-smollm2 --corpus-info data/corpus-smollm2/corpus_info.json \
   data/corpus-smollm2-s1/corpus_info.json data/corpus-smollm2-s2/corpus_info.json \
   data/corpus-smollm2-s3/corpus_info.json data/corpus-smollm2-s4/corpus_info.json data/corpus-smollm2-s5/corpus_info.json \
   data/corpus-smollm2-drill/corpus_info.json data/corpus-smollm2-typed/corpus_info.json \
   data/corpus-smollm2-typed-s2s/corpus_info.json \
   --abilities training/cards/smollm2_abilities.md \
-  --steps "stage 1: 400 steps x 8 rows, stage 2: 1,200, stage 3: 1,000, stage 4: 1,000, stage 5: 1,000, stage 6: 1,400, stage 7: 1,400, stage 8: 1,280, stage 9: 1,200, stage 10: 800" "$@"; }
+  data/corpus-smollm2-drill14/corpus_info.json \
+  --steps "stage 1: 400 steps x 8 rows, stage 2: 1,200, stage 3: 1,000, stage 4: 1,000, stage 5: 1,000, stage 6: 1,400, stage 7: 1,400, stage 8: 1,280, stage 9: 1,200, stage 10: 800; speech head only: stage 14: 1,200 x 16, stage 14b: 450 x 16" "$@"; }
 [ -f checkpoints/omnidrca-smollm2/parts.json ] || package
 [ -f runs/eval/smollm2.json ] || python -m training.evaluate --model checkpoints/omnidrca-smollm2 --corpus data/corpus-smollm2 \
   --split test --per-task 28 --typed --judge-floor --no-progress --output runs/eval/smollm2.json
