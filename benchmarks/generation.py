@@ -38,10 +38,13 @@ SIZES = {
     "paper": dict(hidden=768, layers=10, heads=12, kv_heads=4, ffn=2048, srh_hidden=128, srh_layers=2, srh_heads=4,
                   srh_ffn=384, vocab=None),
     # The SmolLM2 demo (checkpoints/omnidrca-smollm2): SmolLM2-135M's shape (30 layers of 576, 9 heads, 3 KV
-    # heads, its 49,152 + 6 token vocabulary), the SRH of training/init_model.py (192 x 2) and, since stage 14, a
-    # 6-layer speech tracker with speech read after the text.
+    # heads, its 49,152 + 6 token vocabulary), the SRH of training/init_model.py (192 x 2), since stage 14 a
+    # 6-layer speech tracker with speech read after the text, and its 1000-code codec whose decoder has, since
+    # stage 15, three blocks per stage.
     "smollm2": dict(hidden=576, layers=30, heads=9, kv_heads=3, ffn=1536, srh_hidden=192, srh_layers=2, srh_heads=4,
-                    srh_ffn=576, vocab=49158, tracker_layers=6, speech_read="after_text"),
+                    srh_ffn=576, vocab=49158, tracker_layers=6, speech_read="after_text",
+                    codec=dict(fsq_levels=[8, 5, 5, 5], encoder_hidden_size=128, encoder_layers=1,
+                               decoder_hidden_size=256, decoder_layers=3)),
     # The tiny Moshi of moshi_baseline.build_tiny_moshi(256, 6): depth decoder 64 x 2 layers, 1 head, ffn 352
     # (gate+up fused, so 176 per half), text vocabulary 32000.
     "moshi": dict(hidden=256, layers=6, heads=4, kv_heads=4, ffn=704, srh_hidden=64, srh_layers=2, srh_heads=1,
@@ -75,7 +78,7 @@ def build(size: str, k: int):
         srh_config=dict(model_type="qwen2", hidden_size=s["srh_hidden"], num_hidden_layers=s["srh_layers"],
                         num_attention_heads=s["srh_heads"], num_key_value_heads=s["srh_heads"],
                         intermediate_size=s["srh_ffn"], max_position_embeddings=64),
-        codec_config=DEMO_CODEC,
+        codec_config=s.get("codec", DEMO_CODEC),
         group_size=k,
         speech_tracker_layers=s.get("tracker_layers", 0),
         speech_read=s.get("speech_read", "always"),

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from accelerate.commands.config.config_args import load_config_from_file
+from datasets import load_from_disk
 from safetensors.torch import load_file
 
 from modeling_omnidrca import OmniDRCAForConditionalGeneration, OmniDRCASpeechCodec
@@ -377,6 +378,31 @@ def test_codec_recipe_trains_and_reports_reconstruction(corpus, tmp_path):
     history = json.loads((tmp_path / "checkpoint-4" / "trainer_state.json").read_text())["log_history"]
     assert all("mel_loss" in e and "stft_loss" in e for e in history if "loss" in e)
     assert (tmp_path / "training_curves.png").read_bytes().startswith(PNG_MAGIC)
+
+
+def test_codec_recipe_retrains_a_decoder_on_mixed_corpora_keeping_the_codes(corpus, tmp_path):
+    def parse(output_dir, *extra):
+        return codec_recipe.make_parser().parse_args_and_config([
+            "--dataset_path", str(corpus), "--output_dir", str(output_dir), "--max_steps", "2",
+            "--per_device_train_batch_size", "4", "--learning_rate", "3e-3", "--save_steps", "2",
+            "--max_eval_clips", "2", "--use_cpu", "true", "--report_to", "none", *extra,
+        ])
+
+    first = tmp_path / "codec"
+    codec_recipe.main(*parse(first, "--fsq_levels", "4", "4", "2", "--encoder_hidden_size", "32",
+                             "--decoder_hidden_size", "32", "--encoder_layers", "1", "--decoder_layers", "1"))
+    script, args = parse(tmp_path / "decoder", "--codec_name_or_path", str(first), "--freeze_encoder", "true",
+                         "--grow_decoder_layers", "1", "--mix_dataset_paths", str(corpus))
+    single = codec_recipe.training_clips(parse(first)[0], load_from_disk(str(corpus)))
+    assert len(codec_recipe.training_clips(script, load_from_disk(str(corpus)))) == 2 * len(single)
+    codec_recipe.main(script, args)
+    old = OmniDRCASpeechCodec.from_pretrained(first)
+    new = OmniDRCASpeechCodec.from_pretrained(tmp_path / "decoder")
+    assert new.config.decoder_layers == 2 and new.config.encoder_layers == 1
+    assert all(torch.equal(a, b) for a, b in zip(old.encoder.parameters(), new.encoder.parameters()))
+    assert not torch.equal(old.decoder.conv_in.weight, new.decoder.conv_in.weight)
+    with pytest.raises(ValueError, match="codec_name_or_path"):
+        codec_recipe.build_codec(parse(tmp_path / "x", "--freeze_encoder", "true")[0])
 
 
 def test_plot_log_history(tmp_path):

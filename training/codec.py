@@ -18,6 +18,7 @@ from transformers import Trainer
 
 from modeling_omnidrca.audio_utils import mel_filters
 from modeling_omnidrca.audio_utils import stft as _stft
+from modeling_omnidrca.codec_omnidrca import OmniDRCAConvNeXtBlock
 from processing.schema import to_float
 
 from .trainer_utils import LossOnlyPredictionMixin
@@ -102,6 +103,40 @@ class CodecTrainer(LossOnlyPredictionMixin, Trainer):
         super().log(logs, start_time)
 
 
+def freeze_encoder(codec) -> int:
+    """Freeze everything that decides the codes (log-mel front end, encoder; FSQ has no weights).
+
+    A decoder retrained this way speaks exactly the codes the old one did, so it drops into a model whose speech
+    head already writes them (`training.replace_codec`). Returns the number of parameters left trainable.
+    """
+    codec.encoder.requires_grad_(False)
+    return sum(p.numel() for p in codec.parameters() if p.requires_grad)
+
+
+@torch.no_grad()
+def grow_decoder(codec, extra_layers: int) -> None:
+    """Append `extra_layers` ConvNeXt blocks to every decoder stage, each starting as the identity.
+
+    A new block's last projection is zero, so the grown codec decodes exactly as before its first step; the
+    config's `decoder_layers` follows, so the saved codec reloads with the new depth (and streaming decoders
+    read the wider receptive field from it).
+    """
+    if extra_layers < 0:
+        raise ValueError(f"`grow_decoder_layers` must be >= 0, got {extra_layers}.")
+    if extra_layers == 0:
+        return
+    cfg = codec.config
+    for blocks in codec.decoder.stages:
+        reference = blocks[0]
+        for _ in range(extra_layers):
+            block = OmniDRCAConvNeXtBlock(cfg.decoder_hidden_size, cfg.kernel_size, float(reference.layer_scale_init))
+            block.to(device=reference.layer_scale.device, dtype=reference.layer_scale.dtype)
+            block.pwconv2.weight.zero_()
+            block.pwconv2.bias.zero_()
+            blocks.append(block)
+    cfg.decoder_layers += extra_layers
+
+
 @torch.no_grad()
 def reconstruction_report(codec, clips: Dataset, batch_size: int = 8, n_fft: int = 512, hop_length: int = 128) -> dict:
     """Reconstruction quality of `codec` on whole clips (an `audio_clips` dataset).
@@ -157,4 +192,7 @@ def reconstruction_report(codec, clips: Dataset, batch_size: int = 8, n_fft: int
     }
 
 
-__all__ = ["CODEC_LOSS_COMPONENTS", "CodecCollator", "CodecTrainer", "audio_clips", "reconstruction_report"]
+__all__ = [
+    "CODEC_LOSS_COMPONENTS", "CodecCollator", "CodecTrainer", "audio_clips", "freeze_encoder", "grow_decoder",
+    "reconstruction_report",
+]

@@ -83,9 +83,15 @@ run=runs/smollm2-stage14b
 [ -f $run/train_results.json ] || python -m training.train --config training/configs/smollm2_stage14b.yaml
 [ -f $run-merged/model.safetensors ] || python -m training.merge_run --run $run --base runs/smollm2-stage14-r54 \
   --output $run-merged
+# Stage 15: the codec's decoder, not its 1000 codes, lost most words; it retrains with the encoder frozen (the
+# same codes, so the speech head is untouched) and replaces stage 14b's.
+[ -f runs/codec-festival-decoder/reconstruction.json ] || python -m training.train_codec \
+  --config training/configs/codec_festival_decoder.yaml
+[ -f runs/smollm2-stage15-merged/model.safetensors ] || python -m training.replace_codec \
+  --model runs/smollm2-stage14b-merged --codec runs/codec-festival-decoder --output runs/smollm2-stage15-merged
 # Package (float16 parts; the pretrained weights named, not stored), evaluate the packaged checkpoint as users
 # load it, then package again with the measured tables in its card.
-package() { python -m training.package_smollm2 --model runs/smollm2-stage14b-merged --curves runs/smollm2-stage14b \
+package() { python -m training.package_smollm2 --model runs/smollm2-stage15-merged --curves runs/smollm2-stage14b \
   --output checkpoints/omnidrca-smollm2 --corpus-info data/corpus-smollm2/corpus_info.json \
   data/corpus-smollm2-s1/corpus_info.json data/corpus-smollm2-s2/corpus_info.json \
   data/corpus-smollm2-s3/corpus_info.json data/corpus-smollm2-s4/corpus_info.json data/corpus-smollm2-s5/corpus_info.json \
@@ -93,7 +99,7 @@ package() { python -m training.package_smollm2 --model runs/smollm2-stage14b-mer
   data/corpus-smollm2-typed-s2s/corpus_info.json \
   --abilities training/cards/smollm2_abilities.md \
   data/corpus-smollm2-drill14/corpus_info.json \
-  --steps "stage 1: 400 steps x 8 rows, stage 2: 1,200, stage 3: 1,000, stage 4: 1,000, stage 5: 1,000, stage 6: 1,400, stage 7: 1,400, stage 8: 1,280, stage 9: 1,200, stage 10: 800; speech head only: stage 14: 1,200 x 16, stage 14b: 450 x 16" "$@"; }
+  --steps "stage 1: 400 steps x 8 rows, stage 2: 1,200, stage 3: 1,000, stage 4: 1,000, stage 5: 1,000, stage 6: 1,400, stage 7: 1,400, stage 8: 1,280, stage 9: 1,200, stage 10: 800; speech head only: stage 14: 1,200 x 16, stage 14b: 450 x 16; codec decoder: 4,000 x 16 clips of 2 s" "$@"; }
 [ -f checkpoints/omnidrca-smollm2/parts.json ] || package
 [ -f runs/eval/smollm2.json ] || python -m training.evaluate --model checkpoints/omnidrca-smollm2 --corpus data/corpus-smollm2 \
   --split test --per-task 28 --typed --judge-floor --no-progress --output runs/eval/smollm2.json

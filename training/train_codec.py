@@ -17,14 +17,14 @@ import os
 from dataclasses import dataclass, field
 
 import torch
-from datasets import load_from_disk
+from datasets import Dataset, concatenate_datasets, load_from_disk
 from transformers import TrainingArguments
 from trl import TrlParser
 
 from modeling_omnidrca import OmniDRCASpeechCodec, OmniDRCASpeechCodecConfig
 
 from .checkpoints import resolve_resume
-from .codec import CodecCollator, CodecTrainer, audio_clips, reconstruction_report
+from .codec import CodecCollator, CodecTrainer, audio_clips, freeze_encoder, grow_decoder, reconstruction_report
 from .curves import TrainingCurvesCallback, available_loggers
 
 
@@ -33,7 +33,12 @@ class CodecScriptArguments:
     dataset_path: str = field(metadata={"help": "Corpus saved with `save_to_disk` (processing.build_corpus / import_corpus)."})
     train_split: str = field(default="train")
     eval_split: str | None = field(default="validation", metadata={"help": "Held-out clips for evaluation and the report."})
+    mix_dataset_paths: list[str] | None = field(default=None, metadata={"help": "More corpora whose training splits join it."})
     codec_name_or_path: str | None = field(default=None, metadata={"help": "Start from this trained codec instead of a new one."})
+    freeze_encoder: bool = field(default=False, metadata={"help": "Train only the decoder and vocoder head, so the codes stay "
+                                 "those of `codec_name_or_path` (a model's speech head keeps speaking them)."})
+    grow_decoder_layers: int = field(default=0, metadata={"help": "Add this many identity-initialised ConvNeXt blocks to "
+                                     "each decoder stage of `codec_name_or_path`."})
     fsq_levels: list[int] | None = field(default=None, metadata={"help": "FSQ levels of a new codec (codebook = product)."})
     encoder_hidden_size: int = field(default=256)
     encoder_layers: int = field(default=2)
@@ -49,7 +54,16 @@ class CodecScriptArguments:
 
 def build_codec(args: CodecScriptArguments) -> OmniDRCASpeechCodec:
     if args.codec_name_or_path:
-        return OmniDRCASpeechCodec.from_pretrained(args.codec_name_or_path)
+        codec = OmniDRCASpeechCodec.from_pretrained(args.codec_name_or_path)
+        grow_decoder(codec, args.grow_decoder_layers)
+        if args.freeze_encoder:
+            freeze_encoder(codec)
+        return codec
+    if args.freeze_encoder or args.grow_decoder_layers:
+        raise ValueError(
+            "`freeze_encoder` and `grow_decoder_layers` keep a trained codec's codes: pass its folder as "
+            "`codec_name_or_path` (a new codec has no codes to keep)."
+        )
     config = OmniDRCASpeechCodecConfig(
         fsq_levels=args.fsq_levels, encoder_hidden_size=args.encoder_hidden_size, encoder_layers=args.encoder_layers,
         decoder_hidden_size=args.decoder_hidden_size, decoder_layers=args.decoder_layers, vocoder_type=args.vocoder_type,
@@ -57,12 +71,19 @@ def build_codec(args: CodecScriptArguments) -> OmniDRCASpeechCodec:
     return OmniDRCASpeechCodec(config)
 
 
+def training_clips(args: CodecScriptArguments, corpus) -> Dataset:
+    """The `audio` clips of `train_split` of the corpus and of each of `mix_dataset_paths`, in that order."""
+    parts = [corpus[args.train_split], *(load_from_disk(path)[args.train_split] for path in args.mix_dataset_paths or [])]
+    clips = concatenate_datasets([audio_clips(part, args.audio_columns) for part in parts])
+    return clips if args.max_train_clips is None else clips.select(range(min(args.max_train_clips, len(clips))))
+
+
 def main(script_args: CodecScriptArguments, training_args: TrainingArguments) -> dict:
     torch.manual_seed(training_args.seed)  # the new codec's init
     codec = build_codec(script_args)
     corpus = load_from_disk(script_args.dataset_path)
     with training_args.main_process_first(desc="audio clips"):
-        train = audio_clips(corpus[script_args.train_split], script_args.audio_columns, max_clips=script_args.max_train_clips)
+        train = training_clips(script_args, corpus)
         held_out = None
         if script_args.eval_split and script_args.eval_split.lower() != "none":
             held_out = audio_clips(corpus[script_args.eval_split], script_args.audio_columns, max_clips=script_args.max_eval_clips)
@@ -81,8 +102,9 @@ def main(script_args: CodecScriptArguments, training_args: TrainingArguments) ->
         codec.eval()
         report["before"] = reconstruction_report(codec, held_out)
     params = sum(p.numel() for p in codec.parameters())
+    trainable = sum(p.numel() for p in codec.parameters() if p.requires_grad)
     if trainer.is_world_process_zero():
-        print(f"codec {params / 1e6:.2f} M parameters, {cfg.codebook_size} codes at {cfg.frame_rate} Hz; "
+        print(f"codec {params / 1e6:.2f} M parameters ({trainable / 1e6:.2f} M trained), {cfg.codebook_size} codes at {cfg.frame_rate} Hz; "
               f"{len(train)} training clips, {len(held_out) if held_out else 0} held-out clips")
     result = trainer.train(resume_from_checkpoint=resolve_resume(training_args.resume_from_checkpoint, training_args.output_dir))
     trainer.save_model(training_args.output_dir)
