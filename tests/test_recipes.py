@@ -84,6 +84,10 @@ def test_stage_configs_parse_with_project_defaults():
     assert args.max_steps == 7 and script.tasks == ["s2t"]
     script, args = codec_recipe.make_parser().parse_args_and_config(["--config", str(CONFIGS / "codec.yaml")])
     assert script.fsq_levels == [8, 5, 5, 5] and args.remove_unused_columns is False
+    # The SmolLM2 demo's decoder retraining keeps codec_festival's codes and the schedule of the run it shipped from.
+    script, args = codec_recipe.make_parser().parse_args_and_config(["--config", str(CONFIGS / "codec_festival_decoder.yaml")])
+    assert script.freeze_encoder and script.grow_decoder_layers == 1 and script.codec_name_or_path == "runs/codec-festival"
+    assert args.max_steps == 3000 and args.lr_scheduler_kwargs == {"num_cycles": 0.371795}
 
 
 def test_smollm2_configs_chain_and_train_the_added_rows_without_decay():

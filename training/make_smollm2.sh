@@ -99,7 +99,7 @@ package() { python -m training.package_smollm2 --model runs/smollm2-stage15-merg
   data/corpus-smollm2-typed-s2s/corpus_info.json \
   --abilities training/cards/smollm2_abilities.md \
   data/corpus-smollm2-drill14/corpus_info.json \
-  --steps "stage 1: 400 steps x 8 rows, stage 2: 1,200, stage 3: 1,000, stage 4: 1,000, stage 5: 1,000, stage 6: 1,400, stage 7: 1,400, stage 8: 1,280, stage 9: 1,200, stage 10: 800; speech head only: stage 14: 1,200 x 16, stage 14b: 450 x 16; codec decoder: 4,000 x 16 clips of 2 s" "$@"; }
+  --steps "stage 1: 400 steps x 8 rows, stage 2: 1,200, stage 3: 1,000, stage 4: 1,000, stage 5: 1,000, stage 6: 1,400, stage 7: 1,400, stage 8: 1,280, stage 9: 1,200, stage 10: 800; speech head only: stage 14: 1,200 x 16, stage 14b: 450 x 16; codec decoder: 3,000 x 16 clips of 2 s" "$@"; }
 [ -f checkpoints/omnidrca-smollm2/parts.json ] || package
 [ -f runs/eval/smollm2.json ] || python -m training.evaluate --model checkpoints/omnidrca-smollm2 --corpus data/corpus-smollm2 \
   --split test --per-task 28 --typed --judge-floor --no-progress --output runs/eval/smollm2.json

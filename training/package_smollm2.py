@@ -47,7 +47,8 @@ ungrouped by the Speech Refined Head). {params} parameters: Whisper tiny.en enco
 SmolLM2-135M-Instruct (frozen; ten rank-32 LoRA stages merged in one after another, their sum kept at rank 54 by
 `training.compact_run`), the SRH with a 6-layer speech tracker (the backbone reads its own speech only once the
 answer's text has ended, so the text is the text-mode answer; the tracker tells the SRH where the speech has got
-to) and a 1000-code 25 Hz codec trained on festival's CMU SLT voice, the assistant's voice.
+to) and a 1000-code 25 Hz codec trained on festival's CMU SLT voice, the assistant's voice (stage 15 retrained
+its decoder, three blocks per stage, under the frozen encoder: the same codes, said more clearly).
 
 **A parts-only checkpoint** ({size:.1f} MiB): this folder ships what training changed (the LoRA as low-rank
 factors, the stream tokens' embedding rows, projector, speech embeddings, SRH and tracker, codec, in float16). The
