@@ -104,7 +104,7 @@ class CodecTrainer(LossOnlyPredictionMixin, Trainer):
 
 
 def freeze_encoder(codec) -> int:
-    """Freeze everything that decides the codes (log-mel front end, encoder; FSQ has no weights).
+    """Freeze everything that decides the codes: the encoder (the log-mel front end and FSQ have no weights).
 
     A decoder retrained this way speaks exactly the codes the old one did, so it drops into a model whose speech
     head already writes them (`training.replace_codec`). Returns the number of parameters left trainable.

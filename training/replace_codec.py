@@ -62,9 +62,9 @@ def main(argv: list[str] | None = None) -> None:
     model.config.name_or_path = f"{args.model} + codec {args.codec}"
     model.save_pretrained(args.output)
     OmniDRCAProcessor.from_pretrained(args.model).save_pretrained(args.output)
-    for note in ("compact.json",):  # how the folder's backbone was made: still true of it
-        if (Path(args.model) / note).is_file():
-            shutil.copy(Path(args.model) / note, Path(args.output) / note)
+    compact = Path(args.model) / "compact.json"  # how the folder's backbone was made: still true of it
+    if compact.is_file():
+        shutil.copy(compact, Path(args.output) / compact.name)
     print(f"wrote {args.output}: codec decoder {model.config.codec_config.decoder_layers} layers per stage")
 
 
