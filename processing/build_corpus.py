@@ -45,7 +45,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="voice of the spoken answers: espeak (en-us, 150 wpm) or festival-slt (festival's "
                              "cmu_us_slt_arctic_hts); user turns: see --user-voices")
     parser.add_argument("--sentences", default=None, metavar="PATH_OR_SOURCE",
-                        help="open-vocabulary sentences for extra asr / t2s rows: 'wordnet' (Debian wordnet-base), "
+                        help="open-vocabulary sentences for extra asr / t2s rows: 'wordnet' (Debian wordnet-base's "
+                             "example sentences), 'wordnet-words' (its common words and compounds of 1-3 words), "
                              "a WordNet data folder, or a text file with one sentence a line")
     parser.add_argument("--sentence-fraction", type=float, default=DEFAULT_SENTENCE_FRACTION,
                         help="share of each split's rows that are sentence rows (with --sentences)")

@@ -15,6 +15,10 @@ other punctuation is dropped; a plain whole number 0..999 is spelled with `numbe
 with any other digits (years, decimals, ordinals, "1,000"), symbols ($ % & / @ # + =), brackets or an
 abbreviation's inner full stop ("U.S.", "Dr. Smith") is dropped; 3-20 words are kept.
 
+Short utterances come from `wordnet-words`: the WordNet lemmas tagged in the SemCor corpus (`cntlist.rev`, the same
+package; ~22,000 of 1-3 words: "boy", "road", "palm oil", "look around"), most frequent first. A transcriber trained
+only on sentences answers a sentence to a single spoken word; these rows teach it to stop.
+
 Splits are by a hash of the cleaned text (`sentence_split`): the same sentence always falls in the same split,
 whatever the source order or size, so a validation or test sentence is never trained on.
 """
@@ -35,8 +39,12 @@ from processing.numbers import number_to_words
 WORDNET_SOURCE = "wordnet"
 WORDNET_DIR = Path(os.environ.get("WNSEARCHDIR", "/usr/share/wordnet"))
 WORDNET_FILES = ("data.noun", "data.verb", "data.adj", "data.adv")
+WORDS_SOURCE = "wordnet-words"
+WORDNET_COUNTS = "cntlist.rev"
 
 MIN_WORDS, MAX_WORDS = 3, 20
+WORD_LIMITS = (1, 3)  # words per `wordnet-words` utterance
+_VOWEL = re.compile(r"[aeiouy]")  # a lemma without one is an abbreviation a voice would spell out ("ml", "tv")
 # Shares of the hash space: a sentence's split depends on nothing but its cleaned text.
 HELD_OUT_SHARES = {"validation": 0.05, "test": 0.05}
 
@@ -47,8 +55,9 @@ _PLAIN_NUMBER = re.compile(r"(?<![\w.,'])\d{1,3}(?![\w.,']\w|\w)")  # a whole wo
 _WORD = re.compile(r"[a-z]+(?:'[a-z]+)*")
 
 
-def clean_sentence(text: str) -> str | None:
-    """The spoken-friendly form of `text` (see the module doc), or None when it cannot be said as written."""
+def clean_sentence(text: str, min_words: int = MIN_WORDS, max_words: int = MAX_WORDS) -> str | None:
+    """The spoken-friendly form of `text` (see the module doc), or None when it cannot be said as written or has
+    fewer than `min_words` or more than `max_words` words."""
     text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()  # "café" -> "cafe"
     text = text.strip().replace("...", " ").replace("--", " ")
     if _REJECT.search(text):
@@ -72,7 +81,7 @@ def clean_sentence(text: str) -> str | None:
         if not _WORD.fullmatch(token):
             return None
         words.append(token)
-    if not MIN_WORDS <= len(words) <= MAX_WORDS:
+    if not min_words <= len(words) <= max_words:
         return None
     return " ".join(words)
 
@@ -103,6 +112,24 @@ def read_wordnet_examples(folder: str | Path = WORDNET_DIR) -> Iterator[str]:
                 yield from _QUOTED.findall(line.split(" | ", 1)[1])
 
 
+def read_wordnet_words(folder: str | Path = WORDNET_DIR) -> Iterator[str]:
+    """WordNet lemmas tagged in SemCor, most frequent (summed over their senses) first, ties alphabetical; "_" in a
+    compound becomes a space and lemmas without a vowel (abbreviations) are left out."""
+    path = Path(folder) / WORDNET_COUNTS
+    if not path.is_file():
+        raise FileNotFoundError(f"WordNet's sense counts {path} not found; install them with "
+                                "`apt-get install wordnet-base` (Debian/Ubuntu).")
+    counts: dict[str, int] = {}
+    with open(path, encoding="latin-1") as f:
+        for line in f:  # "boy%1:18:00:: 1 203": sense key, sense number, tag count
+            key, _, count = line.split()
+            lemma = key.split("%", 1)[0].replace("_", " ")
+            counts[lemma] = counts.get(lemma, 0) + int(count)
+    for lemma in sorted(counts, key=lambda w: (-counts[w], w)):
+        if _VOWEL.search(lemma):
+            yield lemma
+
+
 def read_text_lines(path: str | Path) -> Iterator[str]:
     """One sentence per line of a UTF-8 text file; blank lines and lines starting with "#" are skipped."""
     with open(path, encoding="utf-8") as f:
@@ -112,9 +139,12 @@ def read_text_lines(path: str | Path) -> Iterator[str]:
 
 
 def read_source(source: str | Path) -> Iterator[str]:
-    """Raw sentences of `source`: "wordnet", a WordNet data folder, or a text file (one sentence a line)."""
+    """Raw sentences of `source`: "wordnet", "wordnet-words", a WordNet data folder, or a text file (one sentence
+    a line)."""
     if str(source) == WORDNET_SOURCE:
         return read_wordnet_examples()
+    if str(source) == WORDS_SOURCE:
+        return read_wordnet_words()
     path = Path(source)
     if path.is_dir():
         return read_wordnet_examples(path)
@@ -142,13 +172,14 @@ class Sentences:
                 **{name: len(self.split(name)) for name in ("train", "validation", "test")}}  # fmt: skip
 
 
-def split_sentences(raw: Iterable[str], source: str = "") -> Sentences:
-    """Clean, deduplicate and split sentences by hash (`sentence_split`)."""
+def split_sentences(raw: Iterable[str], source: str = "", min_words: int = MIN_WORDS,
+                    max_words: int = MAX_WORDS) -> Sentences:
+    """Clean (keeping `min_words`..`max_words` words), deduplicate and split sentences by hash (`sentence_split`)."""
     seen: dict[str, None] = {}
     count = 0
     for text in raw:
         count += 1
-        cleaned = clean_sentence(text)
+        cleaned = clean_sentence(text, min_words, max_words)
         if cleaned is not None:
             seen[cleaned] = None
     splits: dict[str, list[str]] = {"train": [], "validation": [], "test": []}
@@ -159,13 +190,16 @@ def split_sentences(raw: Iterable[str], source: str = "") -> Sentences:
 
 @lru_cache(maxsize=4)
 def _load_cached(source: str, mtime: float) -> Sentences:
+    if source == WORDS_SOURCE:
+        return split_sentences(read_source(source), source, *WORD_LIMITS)
     name = source if source == WORDNET_SOURCE or Path(source).is_dir() else Path(source).name
     return split_sentences(read_source(source), name)
 
 
 def load_sentences(source: str | Path) -> Sentences:
     """`split_sentences(read_source(source))`, cached per source (and file time) within a process."""
-    path = WORDNET_DIR / WORDNET_FILES[0] if str(source) == WORDNET_SOURCE else Path(source)
+    named = {WORDNET_SOURCE: WORDNET_DIR / WORDNET_FILES[0], WORDS_SOURCE: WORDNET_DIR / WORDNET_COUNTS}
+    path = named.get(str(source), Path(source))
     mtime = path.stat().st_mtime if path.exists() else 0.0
     result = _load_cached(str(source), mtime)
     if not (result.train or result.validation or result.test):
@@ -179,12 +213,15 @@ __all__ = [
     "MIN_WORDS",
     "WORDNET_DIR",
     "WORDNET_SOURCE",
+    "WORDS_SOURCE",
+    "WORD_LIMITS",
     "Sentences",
     "clean_sentence",
     "load_sentences",
     "read_source",
     "read_text_lines",
     "read_wordnet_examples",
+    "read_wordnet_words",
     "sentence_split",
     "split_sentences",
 ]

@@ -187,6 +187,32 @@ def test_wordnet_source():
     assert all(S.clean_sentence(s) == s for s in pool.train[:2000])  # clean and stable under cleaning
 
 
+def test_wordnet_words_order_counts_and_compounds(tmp_path):
+    # boy: 203 + 10 over two senses; "tv" (no vowel) would be spelled out by a voice, so it is left out.
+    (tmp_path / S.WORDNET_COUNTS).write_text("road%1:06:00:: 1 96\nboy%1:18:00:: 1 203\ntv%1:06:00:: 1 500\n"
+                                             "palm_tree%1:20:00:: 1 5\nboy%1:18:01:: 2 10\nape%1:05:00:: 1 5\n")
+    assert list(S.read_wordnet_words(tmp_path)) == ["boy", "road", "ape", "palm tree"]
+    with pytest.raises(FileNotFoundError, match="wordnet-base"):
+        list(S.read_wordnet_words(tmp_path / "nowhere"))
+
+
+def test_clean_sentence_word_limits():
+    assert S.clean_sentence("Palm-tree") is None  # sentences keep 3-20 words
+    assert S.clean_sentence("Palm-tree", *S.WORD_LIMITS) == "palm tree"
+    assert S.clean_sentence("look it up now", *S.WORD_LIMITS) is None
+
+
+@needs_wordnet
+def test_wordnet_words_source():
+    pool = S.load_sentences(S.WORDS_SOURCE)
+    assert pool.source == S.WORDS_SOURCE and len(pool.train) > 15_000 and pool.validation and pool.test
+    assert not set(pool.train) & (set(pool.validation) | set(pool.test))
+    every = pool.train + pool.validation + pool.test
+    assert all(1 <= len(w.split()) <= 3 and S.clean_sentence(w, *S.WORD_LIMITS) == w for w in every)
+    assert sum(len(w.split()) == 1 for w in pool.train) > len(pool.train) / 2
+    assert pool.train.index("man") < 20  # most frequent first, within each split
+
+
 def test_missing_sources_are_clear_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="neither"):
         S.load_sentences(tmp_path / "nope.txt")
