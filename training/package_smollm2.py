@@ -44,10 +44,11 @@ tags: [omnidrca, speech-to-speech, spoken-language-model, demo]
 OmniDRCA on a pretrained text backbone, trained on a 2-core CPU: it hears a spoken question and answers in
 text and speech together, in one autoregressive pass (25 Hz codec codes grouped 5 -> 5 Hz into the backbone,
 ungrouped by the Speech Refined Head). {params} parameters: Whisper tiny.en encoder (frozen),
-SmolLM2-135M-Instruct (frozen; ten rank-32 LoRA stages merged in one after another, their sum kept at rank 54 by
-`training.compact_run`), the SRH with a 6-layer speech tracker (the backbone reads its own speech only once the
-answer's text has ended, so the text is the text-mode answer; the tracker tells the SRH where the speech has got
-to) and a 1000-code 25 Hz codec trained on festival's CMU SLT voice, the assistant's voice (stage 15 retrained
+SmolLM2-135M-Instruct (frozen; eleven rank-32 LoRA stages merged in one after another, their sum kept at rank 54
+by `training.compact_run`; stage 16 taught it to transcribe short utterances of 1-3 words), the SRH with a 6-layer
+speech tracker (the backbone reads its own speech only once the answer's text has ended, so the text is the
+text-mode answer; the tracker tells the SRH where the speech has got to; stage 16b retrained both on the final
+backbone) and a 1000-code 25 Hz codec trained on festival's CMU SLT voice, the assistant's voice (stage 15 retrained
 its decoder, three blocks per stage, under the frozen encoder: the same codes, said more clearly).
 
 **A parts-only checkpoint** ({size:.1f} MiB): this folder ships what training changed (the LoRA as low-rank
@@ -79,7 +80,8 @@ wave = processor.post_process_multimodal_output(out, generation_mode="audio")[0]
 Synthetic English speech (`processing.build_corpus`): {corpus}. User turns: espeak-ng voice pools, flite and
 festival voices, half of the training split's user audio augmented (speed, gain, noise, room); arithmetic with
 operands 0-20, the facts of `processing/data/demo_facts.tsv`, and open-vocabulary WordNet example sentences
-(ASR and T2S rows). Validation and test use voices, rates, pitches and phrasings never trained on.
+(ASR and T2S rows) and words (short ASR rows). Validation and test use voices, rates, pitches and phrasings
+never trained on.
 LoRA stages on the frozen backbone, each merged before the next, then the speech head alone ({steps}). Reproduce everything
 with `bash training/make_smollm2.sh`.
 
