@@ -90,6 +90,24 @@ def test_stage_configs_parse_with_project_defaults():
     assert args.max_steps == 3000 and args.lr_scheduler_kwargs == {"num_cycles": 0.371795}
 
 
+def test_make_smollm2_packages_with_every_corpus_it_builds():
+    """The shell recipe's `package` call parses and names every `corpus-smollm2*` training corpus it builds."""
+    import re
+    import shlex
+
+    from training.package_smollm2 import parse_args
+
+    script = (Path(__file__).parent.parent / "training" / "make_smollm2.sh").read_text().replace("\\\n", " ")
+    call = re.search(r"package\(\) \{ python -m training\.package_smollm2 (.*?) \"\$@\"; \}", script).group(1)
+    args = parse_args(shlex.split(call))
+    assert args.abilities == "training/cards/smollm2_abilities.md" and args.model == "runs/smollm2-stage16b-merged"
+    seeds = re.search(r"for seed in ([\d ]+); do", script).group(1).split()  # one build line, a corpus per seed
+    outputs = re.findall(r"--output (data/corpus-smollm2[\w$-]*)", script)
+    built = {o.replace("$seed", n) for o in outputs for n in (seeds if "$seed" in o else [""])}
+    built -= {"data/corpus-smollm2-qa"}  # the quiz's test set
+    assert {str(Path(p).parent) for p in args.corpus_info} == built
+
+
 def test_smollm2_configs_chain_and_train_the_added_rows_without_decay():
     parse = lambda name: lm_recipe.make_parser().parse_args_and_config(["--config", str(CONFIGS / name)])  # noqa: E731
     stages = (("smollm2_stage1.yaml", "runs/smollm2-init"), ("smollm2_stage2.yaml", "runs/smollm2-stage1-merged"),

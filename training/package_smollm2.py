@@ -118,7 +118,7 @@ def _corpus_summary(path: str) -> str:
     return f"`{Path(path).parent.name}` (seed {info['seed']}): {splits}"
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="a full folder: training.merge_run's output, or training.compact_run's")
     parser.add_argument("--output", required=True)
@@ -129,7 +129,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--abilities", help="a markdown file: what the model can and cannot do, from the tables")
     parser.add_argument("--steps", default="see training/configs/smollm2_stage*.yaml")
     parser.add_argument("--curves", help="training_curves.png of the last stage (default: the run --model merged)")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
 
     out = Path(args.output)
     summary = package(args.model, out, dtype=torch.float16)
