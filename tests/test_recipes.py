@@ -128,8 +128,8 @@ def test_smollm2_configs_chain_and_train_the_added_rows_without_decay():
     more, args, model = parse("smollm2_stage14b.yaml")
     assert model.model_name_or_path == "runs/smollm2-stage14-r54" and not more.speech_tracker_layers  # it has one
     assert more.mix_dataset_paths == ["data/corpus-smollm2-drill14"] and more.trainable_modules == ["speech_head"]
-    # Stage 16: a LoRA from the shipped stage 15 with the short-utterance corpus; the speech head is not re-embedded
-    # (`speech_read: after_text` is in the model's config); 16b retrains the speech head on the cut backbone.
+    # Stage 16: a LoRA from stage 15 with the short-utterance corpus (the model's config keeps `speech_read:
+    # after_text`); 16b retrains the speech head alone on the backbone cut back to rank 54.
     words, args, model = parse("smollm2_stage16.yaml")
     assert model.model_name_or_path == "runs/smollm2-stage15-merged" and model.use_peft and words.freeze_backbone
     assert words.dataset_path == "data/corpus-smollm2-s5" and "data/corpus-smollm2-words" in words.mix_dataset_paths
