@@ -138,19 +138,24 @@ def read_text_lines(path: str | Path) -> Iterator[str]:
                 yield line
 
 
+# The named sources: their reader, the WordNet file whose time invalidates the cache, and the words kept per item.
+NAMED_SOURCES = {
+    WORDNET_SOURCE: (read_wordnet_examples, WORDNET_FILES[0], (MIN_WORDS, MAX_WORDS)),
+    WORDS_SOURCE: (read_wordnet_words, WORDNET_COUNTS, WORD_LIMITS),
+}
+
+
 def read_source(source: str | Path) -> Iterator[str]:
-    """Raw sentences of `source`: "wordnet", "wordnet-words", a WordNet data folder, or a text file (one sentence
-    a line)."""
-    if str(source) == WORDNET_SOURCE:
-        return read_wordnet_examples()
-    if str(source) == WORDS_SOURCE:
-        return read_wordnet_words()
+    """Raw sentences of `source`: a name of `NAMED_SOURCES` ("wordnet", "wordnet-words"), a WordNet data folder,
+    or a text file (one sentence a line)."""
+    if str(source) in NAMED_SOURCES:
+        return NAMED_SOURCES[str(source)][0]()
     path = Path(source)
     if path.is_dir():
         return read_wordnet_examples(path)
     if not path.is_file():
-        raise FileNotFoundError(f"Sentence source {str(source)!r} is neither {WORDNET_SOURCE!r}, a WordNet data "
-                                "folder nor a text file.")
+        raise FileNotFoundError(f"Sentence source {str(source)!r} is neither one of {sorted(NAMED_SOURCES)}, a "
+                                "WordNet data folder nor a text file.")
     return read_text_lines(path)
 
 
@@ -190,16 +195,16 @@ def split_sentences(raw: Iterable[str], source: str = "", min_words: int = MIN_W
 
 @lru_cache(maxsize=4)
 def _load_cached(source: str, mtime: float) -> Sentences:
-    if source == WORDS_SOURCE:
-        return split_sentences(read_source(source), source, *WORD_LIMITS)
-    name = source if source == WORDNET_SOURCE or Path(source).is_dir() else Path(source).name
+    if source in NAMED_SOURCES:
+        return split_sentences(read_source(source), source, *NAMED_SOURCES[source][2])
+    name = source if Path(source).is_dir() else Path(source).name
     return split_sentences(read_source(source), name)
 
 
 def load_sentences(source: str | Path) -> Sentences:
     """`split_sentences(read_source(source))`, cached per source (and file time) within a process."""
-    named = {WORDNET_SOURCE: WORDNET_DIR / WORDNET_FILES[0], WORDS_SOURCE: WORDNET_DIR / WORDNET_COUNTS}
-    path = named.get(str(source), Path(source))
+    named = NAMED_SOURCES.get(str(source))
+    path = WORDNET_DIR / named[1] if named else Path(source)
     mtime = path.stat().st_mtime if path.exists() else 0.0
     result = _load_cached(str(source), mtime)
     if not (result.train or result.validation or result.test):
@@ -211,6 +216,7 @@ __all__ = [
     "HELD_OUT_SHARES",
     "MAX_WORDS",
     "MIN_WORDS",
+    "NAMED_SOURCES",
     "WORDNET_DIR",
     "WORDNET_SOURCE",
     "WORDS_SOURCE",
