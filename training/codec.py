@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from datasets import Dataset
+from torch import nn
 from transformers import Trainer
 
 from modeling_omnidrca.audio_utils import mel_filters
@@ -78,19 +79,34 @@ class CodecCollator:
 
 
 class CodecTrainer(LossOnlyPredictionMixin, Trainer):
-    """`Trainer` that logs the codec's loss components (mean over the steps since the last log)."""
+    """`Trainer` that logs the codec's loss components (mean over the steps since the last log).
 
-    def __init__(self, *args, **kwargs):
+    With a `feature_loss` (`training.feature_loss.WhisperFeatureLoss`), `feature_loss_weight` times its distance
+    between each clip and its reconstruction joins the codec's own loss, and is logged as `feature_loss`.
+    """
+
+    def __init__(self, *args, feature_loss: nn.Module | None = None, feature_loss_weight: float = 1.0, **kwargs):
         super().__init__(*args, **kwargs)
+        self.feature_loss = feature_loss.to(self.args.device) if feature_loss is not None else None
+        self.feature_loss_weight = feature_loss_weight
         self._components: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         mode = "train" if model.training else "eval"
         outputs = model(**inputs)
-        for name in CODEC_LOSS_COMPONENTS:
-            value = self.accelerator.gather_for_metrics(getattr(outputs, name).detach()).float().mean().item()
+        components = {name: getattr(outputs, name) for name in CODEC_LOSS_COMPONENTS}
+        loss = outputs.loss
+        if self.feature_loss is not None:
+            wave, mask = inputs["input_values"], inputs["attention_mask"]
+            n = min(wave.shape[1], outputs.waveform.shape[1])  # the decoder writes whole codes
+            recon = outputs.waveform[:, :n] * mask[:, :n]
+            components["feature_loss"] = self.feature_loss(wave[:, :n], recon, mask[:, :n].sum(-1))
+            loss = loss + self.feature_loss_weight * components["feature_loss"]
+        for name, value in components.items():
+            value = self.accelerator.gather_for_metrics(value.detach()).float().mean().item()
             self._components[mode][name].append(value)
-        return (outputs.loss, outputs) if return_outputs else outputs.loss
+        outputs.loss = loss
+        return (loss, outputs) if return_outputs else loss
 
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:

@@ -26,6 +26,7 @@ from modeling_omnidrca import OmniDRCASpeechCodec, OmniDRCASpeechCodecConfig
 from .checkpoints import resolve_resume
 from .codec import CodecCollator, CodecTrainer, audio_clips, freeze_encoder, grow_decoder, reconstruction_report
 from .curves import TrainingCurvesCallback, available_loggers
+from .feature_loss import WhisperFeatureLoss
 
 
 @dataclass
@@ -48,6 +49,10 @@ class CodecScriptArguments:
     audio_columns: list[str] = field(default_factory=lambda: ["answer_audio", "question_audio"],
                                      metadata={"help": "Corpus columns whose clips train the codec."})
     segment_seconds: float = field(default=2.0, metadata={"help": "Training crop length; 0 trains on whole clips."})
+    feature_loss_model: str | None = field(default=None, metadata={"help": "Add a Whisper-encoder feature loss "
+                                           "(training.feature_loss): 'whisper-tiny.en' or a converted Whisper folder."})
+    feature_loss_weight: float = field(default=1.0, metadata={"help": "Weight of that loss beside the codec's own."})
+    feature_loss_layers: list[int] | None = field(default=None, metadata={"help": "Encoder layers compared (1-based); default all."})
     max_train_clips: int | None = field(default=None)
     max_eval_clips: int | None = field(default=64)
 
@@ -96,6 +101,9 @@ def main(script_args: CodecScriptArguments, training_args: TrainingArguments) ->
         eval_dataset=held_out,
         data_collator=CodecCollator(segment or None, cfg.samples_per_code),
         callbacks=[TrainingCurvesCallback()],
+        feature_loss=None if not script_args.feature_loss_model
+        else WhisperFeatureLoss.from_pretrained(script_args.feature_loss_model, script_args.feature_loss_layers),
+        feature_loss_weight=script_args.feature_loss_weight,
     )
     report = {}
     if held_out is not None and trainer.is_world_process_zero():
