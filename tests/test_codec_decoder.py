@@ -2,15 +2,22 @@
 
 import copy
 import math
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
-from modeling_omnidrca import OmniDRCAForConditionalGeneration, OmniDRCASpeechCodec, OmniDRCASpeechCodecConfig
+from modeling_omnidrca import (
+    OmniDRCAForConditionalGeneration,
+    OmniDRCAProcessor,
+    OmniDRCASpeechCodec,
+    OmniDRCASpeechCodecConfig,
+)
 from modeling_omnidrca.streaming_omnidrca import receptive_radius_codes
 from training.codec import freeze_encoder, grow_decoder
 from training.replace_codec import check_same_codes, replace_codec
+from training.replace_codec import main as replace_codec_main
 
 TINY = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "tiny-random-omnidrca"
 SR = 16000
@@ -113,3 +120,23 @@ def test_replace_codec_refuses_a_codec_whose_codes_mean_something_else():
     other = OmniDRCASpeechCodec(OmniDRCASpeechCodecConfig(**{**model.config.codec_config.to_dict(), "fsq_levels": [3, 3]}))
     with pytest.raises(ValueError, match="fsq_levels"):
         replace_codec(model, other)
+
+
+def test_replace_codec_command_writes_a_folder_that_loads_with_the_new_decoder(tmp_path):
+    _, codec = model_and_retrained_codec()
+    codec.save_pretrained(tmp_path / "codec")
+    model_dir = tmp_path / "model"
+    shutil.copytree(TINY, model_dir)
+    (model_dir / "compact.json").write_text('{"rank": 54}')
+    replace_codec_main(["--model", str(model_dir), "--codec", str(tmp_path / "codec"), "--output", str(tmp_path / "out")])
+    loaded = OmniDRCAForConditionalGeneration.from_pretrained(tmp_path / "out").eval()
+    codes = torch.randint(0, codec.config.codebook_size, (1, 12))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.speech_codec.decode(codes), codec.decode(codes), rtol=1e-5, atol=1e-6)
+    assert OmniDRCAProcessor.from_pretrained(tmp_path / "out").tokenizer.vocab_size > 0
+    assert (tmp_path / "out" / "compact.json").read_text() == '{"rank": 54}'  # the backbone is still that cut
+    with pytest.raises(ValueError, match="fsq_levels"):
+        other = OmniDRCASpeechCodec(OmniDRCASpeechCodecConfig(**{**codec.config.to_dict(), "fsq_levels": [3, 3]}))
+        other.save_pretrained(tmp_path / "other")
+        replace_codec_main(["--model", str(model_dir), "--codec", str(tmp_path / "other"), "--output", str(tmp_path / "no")])
+    assert not (tmp_path / "no").exists()  # nothing written for a refused codec
