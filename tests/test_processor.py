@@ -123,6 +123,26 @@ def test_a_right_padding_tokenizer_still_gives_left_padded_prompts(tokenizer, tm
     assert right["attention_mask"][0, -1] == 0
 
 
+def test_settings_given_to_from_pretrained_stay_out_of_the_tokenizer_config(tokenizer, tmp_path):
+    """ProcessorMixin passes `speech_read=...` to the tokenizer as well; the SmolLM2 demo shipped it in its
+    tokenizer_config.json, where it came back on every load. The setting lives in processor_config.json only."""
+    import json
+
+    make_processor(tokenizer).save_pretrained(tmp_path / "a")
+    loaded = OmniDRCAProcessor.from_pretrained(tmp_path / "a", speech_read="after_text", speech_delay=3)
+    assert (loaded.speech_read, loaded.speech_delay) == ("after_text", 3)
+    loaded.save_pretrained(tmp_path / "b")
+    assert not {"speech_read", "speech_delay"} & set(json.loads((tmp_path / "b" / "tokenizer_config.json").read_text()))
+    processor_config = json.loads((tmp_path / "b" / "processor_config.json").read_text())
+    assert (processor_config["speech_read"], processor_config["speech_delay"]) == ("after_text", 3)
+    # A folder saved before the fix, with the settings in its tokenizer config, is cleaned on the next save.
+    leaked = json.loads((tmp_path / "b" / "tokenizer_config.json").read_text()) | {"speech_read": "after_text"}
+    (tmp_path / "b" / "tokenizer_config.json").write_text(json.dumps(leaked))
+    OmniDRCAProcessor.from_pretrained(tmp_path / "b").save_pretrained(tmp_path / "c")
+    assert "speech_read" not in json.loads((tmp_path / "c" / "tokenizer_config.json").read_text())
+    assert OmniDRCAProcessor.from_pretrained(tmp_path / "c").speech_read == "after_text"
+
+
 def test_bad_audio_items_raise_clear_errors(tokenizer):
     proc = make_processor(tokenizer)
     with pytest.raises(ValueError, match="placeholder"):

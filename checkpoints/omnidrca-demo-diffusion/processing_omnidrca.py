@@ -62,6 +62,10 @@ _FEATURE_KWARGS = ("sampling_rate", "device")
 _FEATURE_PADDING = (True, "longest", "max_length")
 
 
+_PROCESSOR_SETTINGS = ("group_size", "speech_delay", "speech_vocab_size", "speech_bos_token_id", "speech_eos_token_id",
+                       "speech_pad_token_id", "default_system_prompt", "text_alignment", "speech_read")
+
+
 class OmniDRCAProcessor(ProcessorMixin):
     r"""Turns conversations with speech into model inputs, and model outputs into text and audio.
 
@@ -135,6 +139,15 @@ class OmniDRCAProcessor(ProcessorMixin):
             speech_read=speech_read,
             **token_ids,
         )
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        processor = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        # ProcessorMixin hands every keyword (`speech_read="after_text"`) to the tokenizer too, which saves it in
+        # tokenizer_config.json and reads it back from there; these settings belong in processor_config.json only.
+        for name in _PROCESSOR_SETTINGS:
+            processor.tokenizer.init_kwargs.pop(name, None)
+        return processor
 
     @property
     def stream_config(self) -> StreamLayout:
