@@ -100,7 +100,7 @@ def test_make_smollm2_packages_with_every_corpus_it_builds():
     script = (Path(__file__).parent.parent / "training" / "make_smollm2.sh").read_text().replace("\\\n", " ")
     call = re.search(r"package\(\) \{ python -m training\.package_smollm2 (.*?) \"\$@\"; \}", script).group(1)
     args = parse_args(shlex.split(call))
-    assert args.abilities == "training/cards/smollm2_abilities.md" and args.model == "runs/smollm2-stage16b-merged"
+    assert args.abilities == "training/cards/smollm2_abilities.md" and args.model == "runs/smollm2-stage18-merged"
     seeds = re.search(r"for seed in ([\d ]+); do", script).group(1).split()  # one build line, a corpus per seed
     outputs = re.findall(r"--output (data/corpus-smollm2[\w$-]*)", script)
     built = {o.replace("$seed", n) for o in outputs for n in (seeds if "$seed" in o else [""])}
@@ -138,6 +138,10 @@ def test_smollm2_configs_chain_and_train_the_added_rows_without_decay():
     head, args, model = parse("smollm2_stage16b.yaml")
     assert model.model_name_or_path == "runs/smollm2-stage16-r54" and head.trainable_modules == ["speech_head"]
     assert not model.use_peft and set(head.tasks) == {"s2s", "t2s", "repeat"}
+    # Stage 17 (a trial, not in the chain): a small LoRA on 16b's backbone alone, the typed sums seen twice as often.
+    sums, args, model = parse("smollm2_stage17.yaml")
+    assert model.model_name_or_path == "runs/smollm2-stage16b-merged" and model.use_peft and not model.lora_modules_to_save
+    assert sums.mix_dataset_paths.count("data/corpus-smollm2-typed") == 2 and sums.trainable_token_start is None
     for stage, start in stages:
         script, args, model = parse(stage)
         assert model.model_name_or_path == start and script.freeze_backbone and model.use_peft

