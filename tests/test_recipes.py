@@ -142,6 +142,10 @@ def test_smollm2_configs_chain_and_train_the_added_rows_without_decay():
     sums, args, model = parse("smollm2_stage17.yaml")
     assert model.model_name_or_path == "runs/smollm2-stage16b-merged" and model.use_peft and not model.lora_modules_to_save
     assert sums.mix_dataset_paths.count("data/corpus-smollm2-typed") == 2 and sums.trainable_token_start is None
+    # Stage 19: the speech head alone again, on stage 18 (16b with the second decoder), with broader speech rows.
+    head, args, model = parse("smollm2_stage19.yaml")
+    assert model.model_name_or_path == "runs/smollm2-stage18-merged" and head.trainable_modules == ["speech_head"]
+    assert "data/corpus-smollm2-voice" in head.mix_dataset_paths and set(head.tasks) == {"s2s", "t2s", "repeat"}
     for stage, start in stages:
         script, args, model = parse(stage)
         assert model.model_name_or_path == start and script.freeze_backbone and model.use_peft
