@@ -99,8 +99,8 @@ class CodecTrainer(LossOnlyPredictionMixin, Trainer):
         if self.feature_loss is not None:
             wave, mask = inputs["input_values"], inputs["attention_mask"]
             n = min(wave.shape[1], outputs.waveform.shape[1])  # the decoder writes whole codes
-            recon = outputs.waveform[:, :n] * mask[:, :n]
-            components["feature_loss"] = self.feature_loss(wave[:, :n], recon, mask[:, :n].sum(-1))
+            # The feature loss silences each clip past its length itself.
+            components["feature_loss"] = self.feature_loss(wave[:, :n], outputs.waveform[:, :n], mask[:, :n].sum(-1))
             loss = loss + self.feature_loss_weight * components["feature_loss"]
         for name, value in components.items():
             value = self.accelerator.gather_for_metrics(value.detach()).float().mean().item()

@@ -3,6 +3,7 @@ and the decode helpers that turn generated ids into text and waveforms."""
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -60,10 +61,6 @@ DEFAULT_CHAT_TEMPLATE = (
 # transformers copies a flat `padding` (meant for the text, e.g. False) to every modality that has one.
 _FEATURE_KWARGS = ("sampling_rate", "device")
 _FEATURE_PADDING = (True, "longest", "max_length")
-
-
-_PROCESSOR_SETTINGS = ("group_size", "speech_delay", "speech_vocab_size", "speech_bos_token_id", "speech_eos_token_id",
-                       "speech_pad_token_id", "default_system_prompt", "text_alignment", "speech_read")
 
 
 class OmniDRCAProcessor(ProcessorMixin):
@@ -145,8 +142,9 @@ class OmniDRCAProcessor(ProcessorMixin):
         processor = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
         # ProcessorMixin hands every keyword (`speech_read="after_text"`) to the tokenizer too, which saves it in
         # tokenizer_config.json and reads it back from there; these settings belong in processor_config.json only.
-        for name in _PROCESSOR_SETTINGS:
-            processor.tokenizer.init_kwargs.pop(name, None)
+        for name in inspect.signature(cls.__init__).parameters:
+            if name not in ("self", "feature_extractor", "tokenizer", "chat_template"):
+                processor.tokenizer.init_kwargs.pop(name, None)
         return processor
 
     @property
