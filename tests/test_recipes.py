@@ -146,6 +146,11 @@ def test_smollm2_configs_chain_and_train_the_added_rows_without_decay():
     head, args, model = parse("smollm2_stage19.yaml")
     assert model.model_name_or_path == "runs/smollm2-stage18-merged" and head.trainable_modules == ["speech_head"]
     assert "data/corpus-smollm2-voice" in head.mix_dataset_paths and set(head.tasks) == {"s2s", "t2s", "repeat"}
+    # Stage 20: the audio projector alone on stage 18, with many more open sentences to transcribe.
+    ears, args, model = parse("smollm2_stage20.yaml")
+    assert model.model_name_or_path == "runs/smollm2-stage18-merged" and not model.use_peft
+    assert ears.trainable_modules == ["model.multi_modal_projector"] and set(ears.tasks) == {"asr", "s2t"}
+    assert ears.dataset_path == "data/corpus-smollm2-s5" and "data/corpus-smollm2-asr" in ears.mix_dataset_paths
     for stage, start in stages:
         script, args, model = parse(stage)
         assert model.model_name_or_path == start and script.freeze_backbone and model.use_peft
